@@ -1,0 +1,209 @@
+"""The decision engine: event -> features -> rules -> combined outcome, with reasons and a trace.
+
+:func:`build_engine` compiles a loaded project once; :meth:`DecisionEngine.decide` is the hot path
+and does no parsing, no I/O and no allocation beyond the decision it returns. Models plug in as
+one more stage between rules and the combination (issue: models in the loop).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from decisionloop.domain.decisions import Decision, Reason, new_decision_id
+from decisionloop.domain.events import Event, EventCatalog, EventType
+from decisionloop.errors import DefinitionError, ExpressionError, Problem
+from decisionloop.features.online import OnlineFeatures, compile_features
+from decisionloop.project.definitions import RuleSpec, StrategySpec
+from decisionloop.project.loader import Project
+from decisionloop.rules.expressions import Compiled, Compiler, Source
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    spec: RuleSpec
+    predicate: Compiled
+    reads: list[str]
+    shadow: bool
+
+
+@dataclass(frozen=True)
+class CompiledStrategy:
+    spec: StrategySpec
+    version: str
+    rules: list[CompiledRule]
+    severity: dict[str, int]
+    thresholds: list[tuple[float, str]]  # highest score first
+
+    def combine(self, fired: list[CompiledRule]) -> tuple[str, float, str | None]:
+        """Most severe outcome wins; scores add; thresholds map the total to an outcome."""
+        outcomes = self.spec.outcomes
+        worst = 0
+        score = 0.0
+        for rule in fired:
+            if rule.shadow:
+                continue
+            score += rule.spec.score
+            if rule.spec.outcome is not None:
+                worst = max(worst, self.severity[rule.spec.outcome])
+        by_threshold = None
+        for minimum, outcome in self.thresholds:
+            if score >= minimum:
+                by_threshold = outcome
+                if self.severity[outcome] > worst:
+                    worst = self.severity[outcome]
+                break
+        return outcomes[worst], score, by_threshold
+
+
+class DecisionEngine:
+    def __init__(
+        self,
+        catalog: EventCatalog,
+        features: OnlineFeatures,
+        strategies: dict[str, CompiledStrategy],
+        fingerprint: str,
+    ) -> None:
+        self.catalog = catalog
+        self.features = features
+        self.strategies = strategies
+        self.fingerprint = fingerprint
+
+    def observe(self, event: Event) -> None:
+        """Feed online state without deciding (ingest-only events, state rebuild on start)."""
+        self.features.observe(event)
+
+    def decide(self, event: Event, validate_us: float = 0.0) -> Decision:
+        started = time.perf_counter()
+        values = self.features.observe(event)
+        after_features = time.perf_counter()
+        strategy = self.strategies.get(event.type)
+        row: dict[str, Any] = {**event.values, "occurred_at": event.occurred_at, **values}
+        fired: list[CompiledRule] = []
+        if strategy is not None:
+            for rule in strategy.rules:
+                if rule.predicate(row) is True:
+                    fired.append(rule)
+        after_rules = time.perf_counter()
+        reasons = [
+            Reason(
+                kind="rule",
+                id=r.spec.id,
+                description=r.spec.description,
+                outcome=r.spec.outcome,
+                score=r.spec.score,
+                values={name: row.get(name) for name in r.reads},
+                shadow=r.shadow,
+            )
+            for r in fired
+        ]
+        if strategy is None:
+            outcome, score, version = "approve", 0.0, f"none+{self.fingerprint}"
+        else:
+            outcome, score, by_threshold = strategy.combine(fired)
+            version = strategy.version
+            if by_threshold is not None:
+                reasons.append(
+                    Reason(
+                        "threshold",
+                        f"score>={by_threshold}",
+                        "score threshold",
+                        by_threshold,
+                        score,
+                        {"score": score},
+                    )
+                )
+        finished = time.perf_counter()
+        return Decision(
+            decision_id=new_decision_id(),
+            event_id=event.event_id,
+            event_type=event.type,
+            occurred_at=event.occurred_at,
+            decided_at=datetime.now(UTC),
+            outcome=outcome,
+            score=score,
+            strategy_version=version,
+            reasons=reasons,
+            trace_us={
+                "validate": validate_us,
+                "features": (after_features - started) * 1e6,
+                "rules": (after_rules - after_features) * 1e6,
+                "combine": (finished - after_rules) * 1e6,
+            },
+        )
+
+    @property
+    def horizon_seconds(self) -> int:
+        """How far back the source layer must be replayed to rebuild online state."""
+        return max((f.horizon for f in self.features.features), default=0)
+
+
+def build_engine(project: Project) -> DecisionEngine:
+    """Compile every definition; raise one :class:`DefinitionError` listing every problem."""
+    problems: list[Problem] = []
+    entity_keys = {name: spec.key for name, spec in project.entities.items()}
+    types = {
+        name: EventType.build(name, spec, project.entities)
+        for name, spec in project.event_types.items()
+    }
+    catalog = EventCatalog(types)
+    filters: dict[str, Callable[[Event], bool]] = {}
+    for feature in project.features:
+        if feature.filter is None:
+            continue
+        names = set().union(*(_field_scope(types[t]) for t in feature.event_types if t in types))
+        doc, path = project.locate(f"feature:{feature.name}", "filter")
+        line, column = doc.text_origin(path)
+        source = Source(f"feature {feature.name}", str(doc.file), line, column)
+        try:
+            predicate, _ = Compiler(names).compile(feature.filter, source)
+        except ExpressionError as exc:
+            problems.extend(exc.problems)
+            continue
+        filters[feature.name] = _event_predicate(predicate)
+    features = compile_features(project.features, entity_keys, filters)
+    strategies: dict[str, CompiledStrategy] = {}
+    for event_type_name, spec in project.strategies.items():
+        event_type = types[event_type_name]
+        scope = _field_scope(event_type) | {
+            name for f in features.features if f.key_field in event_type.fields for name in f.names
+        }
+        compiler = Compiler(scope)
+        rules: list[CompiledRule] = []
+        for rule_set_name in spec.rule_sets:
+            for index, rule in enumerate(project.rule_sets[rule_set_name].rules):
+                if rule.status in ("draft", "retired"):
+                    continue
+                doc, path = project.locate(f"rule_set:{rule_set_name}", "rules", index, "when")
+                line, column = doc.text_origin(path)
+                source = Source(f"rule {rule.id}", str(doc.file), line, column)
+                try:
+                    predicate, reads = compiler.compile(rule.when, source)
+                except ExpressionError as exc:
+                    problems.extend(exc.problems)
+                    continue
+                rules.append(CompiledRule(rule, predicate, reads, rule.status == "shadow"))
+        strategies[event_type_name] = CompiledStrategy(
+            spec=spec,
+            version=f"{event_type_name}@v{spec.version}+{project.fingerprint}",
+            rules=rules,
+            severity={outcome: i for i, outcome in enumerate(spec.outcomes)},
+            thresholds=sorted(((t.score, t.outcome) for t in spec.thresholds), reverse=True),
+        )
+    if problems:
+        raise DefinitionError(f"{len(problems)} problem(s) in {project.root}", problems)
+    return DecisionEngine(catalog, features, strategies, project.fingerprint)
+
+
+def _field_scope(event_type: EventType) -> set[str]:
+    return set(event_type.fields) | {"occurred_at"}
+
+
+def _event_predicate(predicate: Compiled) -> Callable[[Event], bool]:
+    def applies(event: Event) -> bool:
+        return predicate({**event.values, "occurred_at": event.occurred_at}) is True
+
+    return applies

@@ -1,0 +1,265 @@
+"""The decision service: validation, idempotency, the engine and the durable source layer.
+
+API, CLI and UI are thin layers over this class. The hot path runs on one thread (the server's
+event loop), so online state needs no locks; durability is awaited on the source writer's future,
+so concurrent requests share group commits.
+
+Idempotency: every stored ``event_id`` is indexed in memory (rebuilt from the source layer on
+start). A repeat returns the original decision; a repeat that arrives while the original is still
+being committed waits for the original's answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from decisionloop.domain.decisions import Decision
+from decisionloop.domain.events import Event
+from decisionloop.engine.engine import DecisionEngine
+from decisionloop.engine.metrics import ServiceMetrics
+from decisionloop.errors import (
+    DecisionLoopError,
+    DuplicateEventError,
+    EventValidationError,
+    NotFoundError,
+    Problem,
+)
+from decisionloop.storage.ports import Record, SourceLog
+
+log = logging.getLogger(__name__)
+Answer = dict[str, Any]
+
+
+@dataclass
+class Prepared:
+    """One event's way through the service: a new decision to store, or an earlier answer."""
+
+    event: Event
+    answer: Answer | None = None  # set for new decisions
+    record: Record | None = None
+    earlier: Awaitable[Answer] | None = None  # a repeat of an event still in flight
+    stored: bool = False  # a repeat of an event already stored
+
+
+class DecisionService:
+    def __init__(self, engine: DecisionEngine, source: SourceLog, recent: int = 200) -> None:
+        self.engine = engine
+        self.source = source
+        self.metrics = ServiceMetrics()
+        self.recent: deque[Answer] = deque(maxlen=recent)
+        self.rule_hits: Counter[str] = Counter()
+        self.outcomes: Counter[str] = Counter()
+        self.started_at = time.time()
+        self._known: set[str] = set()
+        self._inflight: dict[str, asyncio.Future[Answer]] = {}
+
+    # -- start --------------------------------------------------------------------------------
+    def start(self, progress: Callable[[int], None] | None = None) -> dict[str, int]:
+        """Index stored event ids and rebuild online state from the source layer's look-back."""
+        self._known = set(self.source.event_ids())
+        latest = None
+        horizon = timedelta(seconds=self.engine.horizon_seconds)
+        replayed = skipped = 0
+        latest_stored = self.source.max_occurred_at()
+        since = latest_stored - horizon if latest_stored is not None else None
+        for stored in self.source.scan(since=since):
+            try:
+                event = self.engine.catalog.validate(stored.payload)
+            except EventValidationError:
+                skipped += 1
+                self.metrics.rebuild_skipped.inc()
+                continue
+            self.engine.observe(event)
+            latest = stored.occurred_at
+            replayed += 1
+            if progress and replayed % 10_000 == 0:
+                progress(replayed)
+        self.metrics.entities.set(self.engine.features.entities())
+        log.info("rebuilt online state from %d events (latest %s)", replayed, latest)
+        return {"events": len(self._known), "replayed": replayed, "skipped": skipped}
+
+    # -- the hot path -------------------------------------------------------------------------
+    def validate_many(self, objs: Sequence[Any], batch: bool) -> list[Event]:
+        events: list[Event] = []
+        problems: list[Problem] = []
+        parse = self.engine.catalog.parse
+        for i, obj in enumerate(objs):
+            event, found = parse(obj, f"body[{i}]" if batch else "body")
+            if event is None:
+                problems.extend(found)
+            else:
+                events.append(event)
+        if problems:
+            message = f"{len(problems)} problem(s) in the batch" if batch else "event is invalid"
+            raise EventValidationError(message, problems)
+        return events
+
+    def prepare(self, event: Event, validate_us: float, decide: bool) -> Prepared:
+        """Decide (or observe) one event unless it is a repeat. Runs on the event-loop thread."""
+        earlier = self._inflight.get(event.event_id)
+        if earlier is not None:
+            self.metrics.duplicates.inc()
+            return Prepared(event, earlier=earlier)
+        if event.event_id in self._known:
+            self.metrics.duplicates.inc()
+            return Prepared(event, stored=True)
+        now = datetime.now(UTC)
+        if not decide:
+            self.engine.observe(event)
+            record = Record(
+                event.event_id, event.type, event.occurred_at, now, orjson.dumps(event.raw)
+            )
+            return Prepared(
+                event, answer={"event_id": event.event_id, "status": "accepted"}, record=record
+            )
+        decision = self.engine.decide(event, validate_us)
+        answer = decision.as_dict()
+        record = Record(
+            event.event_id,
+            event.type,
+            event.occurred_at,
+            now,
+            orjson.dumps(event.raw),
+            decision=orjson.dumps(answer),
+            decision_id=decision.decision_id,
+            outcome=decision.outcome,
+        )
+        self._observe_decision(decision, answer)
+        return Prepared(event, answer=answer, record=record)
+
+    def _observe_decision(self, decision: Decision, answer: Answer) -> None:
+        self.metrics.decisions.labels(decision.event_type, decision.outcome).inc()
+        self.outcomes[decision.outcome] += 1
+        for stage, micros in decision.trace_us.items():
+            self.metrics.latency.labels(stage).observe(micros / 1e6)
+        for reason in decision.reasons:
+            if reason.kind == "rule":
+                self.metrics.rule_hits.labels(reason.id, str(reason.shadow).lower()).inc()
+                self.rule_hits[reason.id] += 1
+        self.recent.appendleft(answer)
+
+    async def handle(self, objs: Sequence[Any], decide: bool, batch: bool = True) -> list[Answer]:
+        """Validate all, decide each, make the new ones durable together, answer in order."""
+        started = time.perf_counter()
+        events = self.validate_many(objs, batch)
+        validate_us = (time.perf_counter() - started) * 1e6 / max(len(events), 1)
+        loop = asyncio.get_running_loop()
+        prepared: list[Prepared] = []
+        owned: list[str] = []
+        for event in events:
+            item = self.prepare(event, validate_us, decide)
+            if item.record is not None:
+                self._known.add(event.event_id)
+                self._inflight[event.event_id] = loop.create_future()
+                owned.append(event.event_id)
+            prepared.append(item)
+        records = [p.record for p in prepared if p.record is not None]
+        try:
+            if records:
+                persist_started = time.perf_counter()
+                await asyncio.wrap_future(self.source.submit(records))
+                # Kept out of the decision body so that a repeat returns it byte for byte.
+                self.metrics.latency.labels("persist").observe(
+                    time.perf_counter() - persist_started
+                )
+                self._count_stored(records)
+        except BaseException as exc:
+            for event_id in owned:
+                self._known.discard(event_id)
+                future = self._inflight.pop(event_id)
+                if not future.done():
+                    future.set_exception(exc)
+                    future.exception()  # mark retrieved: the waiter (if any) gets it too
+            raise
+        for p in prepared:
+            if p.record is not None and p.answer is not None:
+                future = self._inflight.pop(p.event.event_id)
+                future.set_result(p.answer)
+        return [await self._answer(p, decide) for p in prepared]
+
+    async def _answer(self, p: Prepared, decide: bool) -> Answer:
+        if p.answer is not None:
+            return p.answer
+        if p.earlier is not None:
+            return self._as_repeat(await p.earlier, decide)
+        stored = await asyncio.to_thread(self.source.decision_for_event, p.event.event_id)
+        return self._as_repeat(stored, decide, p.event.event_id)
+
+    def _as_repeat(self, original: Answer | None, decide: bool, event_id: str = "") -> Answer:
+        if not decide:
+            return {"event_id": event_id or (original or {}).get("event_id"), "status": "duplicate"}
+        if original is None or "decision_id" not in original:
+            raise DuplicateEventError(
+                "event already ingested without a decision",
+                [
+                    Problem(
+                        "body.event_id",
+                        f"{event_id!r} was stored by /v1/events; send a new event_id to decide",
+                    )
+                ],
+            )
+        return original
+
+    def _count_stored(self, records: Sequence[Record]) -> None:
+        for record in records:
+            self.metrics.events.labels(record.event_type).inc()
+
+    # -- synchronous use (CLI, tests, in-process replay) --------------------------------------
+    def handle_sync(self, objs: Sequence[Any], decide: bool) -> list[Answer]:
+        return asyncio.run(self.handle(objs, decide, batch=True))
+
+    def ingest_valid(self, events: Sequence[Event]) -> tuple[Future[None], int]:
+        """Bulk path for the importer: observe and store validated events not seen before."""
+        now = datetime.now(UTC)
+        fresh: list[Event] = []
+        for event in events:
+            if event.event_id in self._known:
+                continue
+            self._known.add(event.event_id)
+            self.engine.observe(event)
+            fresh.append(event)
+        self.metrics.duplicates.inc(len(events) - len(fresh))
+        records = [
+            Record(e.event_id, e.type, e.occurred_at, now, orjson.dumps(e.raw)) for e in fresh
+        ]
+        self._count_stored(records)
+        return self.source.submit(records), len(records)
+
+    # -- reads --------------------------------------------------------------------------------
+    def decision(self, decision_id: str) -> Answer:
+        for answer in self.recent:
+            if answer["decision_id"] == decision_id:
+                return answer
+        found = self.source.decision(decision_id)
+        if found is None:
+            raise NotFoundError(
+                "decision not found", [Problem("path.decision_id", f"no decision {decision_id!r}")]
+            )
+        return found
+
+    def summary(self) -> dict[str, Any]:
+        """What the live page shows: totals, outcome mix, top rules, latest decisions."""
+        return {
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "events_stored": len(self._known),
+            "outcomes": dict(self.outcomes),
+            "top_rules": self.rule_hits.most_common(10),
+            "recent": list(self.recent)[:25],
+        }
+
+    def close(self) -> None:
+        self.source.close()
+
+
+def error_answer(error: DecisionLoopError) -> Answer:
+    return {"error": error.as_dict()}

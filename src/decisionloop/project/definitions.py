@@ -1,0 +1,141 @@
+"""The shapes of a project's definitions, as written in its YAML files.
+
+These are declarations only: names, types and SQL texts. Compiling them (event validators, feature
+state, rule code) happens in the packages that own each concern.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+NAME = r"^[a-z][a-z0-9_]{0,62}$"
+_NAME_RE = re.compile(NAME)
+FieldType = Literal["string", "integer", "number", "boolean", "timestamp", "enum"]
+RuleStatus = Literal["draft", "shadow", "active", "retired"]
+DEFAULT_OUTCOMES = ["approve", "challenge", "review", "decline"]
+# Fields every event carries whatever its type; declared fields may not reuse these names.
+RESERVED_FIELDS = ("event_id", "type", "occurred_at")
+WINDOW_RE = re.compile(r"^(\d+)(s|m|h|d)$")
+WINDOW_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def window_seconds(window: str) -> int:
+    match = WINDOW_RE.match(window)
+    if match is None:
+        raise ValueError(f"window {window!r} must look like 10m, 1h, 24h or 7d")
+    return int(match.group(1)) * WINDOW_SECONDS[match.group(2)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(Strict):
+    type: FieldType
+    required: bool = False
+    description: str = ""
+    values: list[str] | None = Field(default=None, description="Allowed values of an enum")
+    min: float | None = None
+    max: float | None = None
+    max_length: int = Field(default=256, ge=1, le=65536)
+
+    @field_validator("values")
+    @classmethod
+    def _values_not_empty(cls, values: list[str] | None) -> list[str] | None:
+        if values is not None and not values:
+            raise ValueError("an enum needs at least one value")
+        return values
+
+
+class EntitySpec(Strict):
+    key: str = Field(pattern=NAME, description="The event field that identifies the entity")
+    description: str = ""
+
+
+class EventTypeSpec(Strict):
+    description: str = ""
+    entities: dict[str, Literal["required", "optional"]] = Field(default_factory=dict)
+    fields: dict[str, FieldSpec] = Field(default_factory=dict)
+
+    @field_validator("fields")
+    @classmethod
+    def _field_names(cls, fields: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+        for name in fields:
+            if not _NAME_RE.match(name):
+                raise ValueError(f"field name {name!r} must match {NAME}")
+            if name in RESERVED_FIELDS:
+                raise ValueError(f"field name {name!r} is reserved for every event")
+        return fields
+
+
+class FeatureSpec(Strict):
+    """A windowed aggregate per entity. Expanded over windows: ``<entity>.<name>_<window>``."""
+
+    name: str = Field(pattern=NAME)
+    entity: str
+    aggregation: Literal["count", "sum", "avg", "min", "max", "distinct_count"]
+    field: str | None = None
+    windows: list[str] = Field(min_length=1)
+    event_types: list[str] = Field(min_length=1)
+    filter: str | None = Field(default=None, description="SQL predicate over the event")
+    include_current: bool = True
+    description: str = ""
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, windows: list[str]) -> list[str]:
+        for window in windows:
+            window_seconds(window)
+        return windows
+
+
+class RiskLabelSpec(Strict):
+    entity: str
+    label: str = Field(pattern=NAME)
+    ttl: str = "30d"
+
+
+class RuleSpec(Strict):
+    id: str = Field(pattern=NAME)
+    description: str = ""
+    owner: str = ""
+    when: str
+    outcome: str | None = None
+    score: float = 0.0
+    status: RuleStatus = "active"
+    version: int = Field(default=1, ge=1)
+    labels: list[RiskLabelSpec] = Field(default_factory=list)
+
+
+class RuleSetSpec(Strict):
+    name: str = Field(pattern=NAME)
+    description: str = ""
+    rules: list[RuleSpec] = Field(default_factory=list)
+
+
+class ThresholdSpec(Strict):
+    score: float
+    outcome: str
+
+
+class StrategySpec(Strict):
+    """How one event type is decided: which rule sets run and how their outcomes combine."""
+
+    event_type: str
+    version: int = Field(default=1, ge=1)
+    description: str = ""
+    outcomes: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_OUTCOMES),
+        min_length=1,
+        description="Least to most severe; the first is the default outcome",
+    )
+    rule_sets: list[str] = Field(default_factory=list)
+    thresholds: list[ThresholdSpec] = Field(default_factory=list)
+
+
+class ProjectSpec(Strict):
+    name: str = Field(pattern=NAME)
+    description: str = ""

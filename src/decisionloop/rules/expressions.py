@@ -1,0 +1,377 @@
+"""SQL predicates: parsed with sqlglot, checked against a whitelist, compiled to Python closures.
+
+The pipeline follows sqlglot's own: text -> tokens -> tree (sqlglot) -> whitelist check (here) ->
+code (a closure per node, built once). NULL follows SQL's three-valued logic: ``None`` is unknown,
+``AND``/``OR``/``NOT`` treat it as SQL does, and comparisons or arithmetic with it give ``None``.
+A rule fires only when its predicate is exactly ``True``.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from difflib import get_close_matches
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import ParseError, TokenError
+
+from decisionloop.errors import ExpressionError, Problem
+
+Row = Mapping[str, Any]
+Compiled = Callable[[Row], Any]
+MAX_EXPRESSION_CHARS = 20_000
+MAX_DEPTH = 64
+
+# Functions beyond SQL's operators that a predicate may call, resolved at compile time.
+CustomFunction = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an expression's text sits, so that errors point into the definition file."""
+
+    label: str  # e.g. "rule card_testing_burst"
+    file: str | None = None
+    line: int = 1  # file line where the text starts
+    column: int = 1
+
+
+def _position(text: str, offset: int) -> tuple[int, int]:
+    before = text[:offset]
+    line = before.count("\n") + 1
+    column = offset - (before.rfind("\n") + 1) + 1
+    return line, column
+
+
+def _problem(text: str, offset: int, length: int, reason: str, source: Source) -> Problem:
+    line, column = _position(text, offset)
+    source_line = text.splitlines()[line - 1] if text else ""
+    caret = " " * (column - 1) + "^" * max(1, length)
+    file_line = source.line + line - 1
+    file_column = column + (source.column - 1 if line == 1 else 0)
+    where = f"{source.file}:{file_line}:{file_column}" if source.file else f"{line}:{column}"
+    return Problem(
+        where=f"{where} {source.label}",
+        reason=reason,
+        file=source.file,
+        line=file_line,
+        column=file_column,
+        highlight=f"{source_line}\n{caret}",
+    )
+
+
+def _node_span(node: exp.Expression) -> tuple[int, int]:
+    leaf = node.this if isinstance(node, exp.Column) else node
+    meta = getattr(leaf, "meta", None) or {}
+    if "start" in meta and "end" in meta:
+        return int(meta["start"]), int(meta["end"]) - int(meta["start"]) + 1
+    return 0, 1
+
+
+def column_name(node: exp.Column) -> str:
+    """``customer.txn_count_1h`` for a qualified column, ``amount`` for a plain one."""
+    parts = [p.name for p in (node.args.get("db"), node.args.get("table")) if p is not None]
+    return ".".join([*parts, node.name])
+
+
+def parse(text: str, source: Source) -> exp.Expression:
+    """Parse one predicate, refusing hostile or non-whitelisted input with located problems."""
+    if len(text) > MAX_EXPRESSION_CHARS:
+        raise ExpressionError(
+            "expression too long",
+            [_problem(text, 0, 1, f"longer than {MAX_EXPRESSION_CHARS} characters", source)],
+        )
+    if _nesting(text) > MAX_DEPTH:
+        raise ExpressionError(
+            "expression too deep",
+            [_problem(text, 0, 1, f"nested deeper than {MAX_DEPTH} levels", source)],
+        )
+    try:
+        tree: exp.Expression = sqlglot.parse_one(text, read="duckdb")  # type: ignore[assignment]
+    except (ParseError, TokenError) as exc:
+        errors = getattr(exc, "errors", None) or [{}]
+        first = errors[0]
+        line, col = int(first.get("line") or 1), int(first.get("col") or 1)
+        offset = _offset(text, line, col)
+        desc = str(first.get("description") or exc).split("\n")[0]
+        problem = _problem(text, offset, 1, desc, source)
+        raise ExpressionError("cannot parse expression", [problem]) from exc
+    problems = [
+        _problem(text, *_node_span(node), reason, source) for node, reason in _violations(tree)
+    ]
+    if problems:
+        raise ExpressionError("expression uses what rules may not", problems)
+    return tree
+
+
+def _nesting(text: str) -> int:
+    depth = deepest = 0
+    for char in text:
+        if char == "(":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char == ")":
+            depth -= 1
+    return deepest
+
+
+def _offset(text: str, line: int, col: int) -> int:
+    lines = text.split("\n")
+    return sum(len(x) + 1 for x in lines[: line - 1]) + max(col - 1, 0)
+
+
+_BINARY: dict[type[exp.Expression], Callable[[Any, Any], Any]] = {
+    exp.EQ: operator.eq,
+    exp.NEQ: operator.ne,
+    exp.GT: operator.gt,
+    exp.GTE: operator.ge,
+    exp.LT: operator.lt,
+    exp.LTE: operator.le,
+    exp.Add: operator.add,
+    exp.Sub: operator.sub,
+    exp.Mul: operator.mul,
+}
+_FUNCTIONS: dict[type[exp.Expression], Callable[[Any], Any]] = {
+    exp.Abs: abs,
+    exp.Lower: str.lower,
+    exp.Upper: str.upper,
+    exp.Hour: lambda t: t.hour,
+    # ISO numbering as in DuckDB's dayofweek: Sunday = 0 ... Saturday = 6
+    exp.DayOfWeek: lambda t: t.isoweekday() % 7,
+}
+_ALLOWED: tuple[type[exp.Expression], ...] = (
+    exp.And,
+    exp.Or,
+    exp.Not,
+    exp.Paren,
+    exp.Is,
+    exp.In,
+    exp.Between,
+    exp.Like,
+    exp.ILike,
+    exp.Div,
+    exp.Mod,
+    exp.Neg,
+    exp.Literal,
+    exp.Boolean,
+    exp.Null,
+    exp.Column,
+    exp.Identifier,
+    exp.Case,
+    exp.If,
+    exp.Coalesce,
+    exp.Least,
+    exp.Greatest,
+    exp.Anonymous,
+    *_BINARY,
+    *_FUNCTIONS,
+)
+
+
+def _violations(tree: exp.Expression) -> Iterable[tuple[exp.Expression, str]]:
+    node: exp.Expression
+    for node in tree.walk():  # type: ignore[assignment]
+        if not isinstance(node, _ALLOWED):
+            name = type(node).__name__
+            yield node, f"{name} is not allowed in a rule expression"
+        elif isinstance(node, exp.Column) and node.args.get("db") is not None:
+            yield node, f"{column_name(node)!r}: names have at most one dot (entity.feature)"
+
+
+class Compiler:
+    """Compiles parsed predicates against the names and functions a scope declares."""
+
+    def __init__(
+        self, names: Iterable[str], functions: Mapping[str, CustomFunction] | None = None
+    ) -> None:
+        self.names = frozenset(names)
+        self.functions = dict(functions or {})
+
+    def compile(self, text: str, source: Source) -> tuple[Compiled, list[str]]:
+        """Return the closure and the names it reads (in first-use order, for explanations)."""
+        tree = parse(text, source)
+        used: list[str] = []
+        problems: list[Problem] = []
+        for node in tree.find_all(exp.Column):
+            name = column_name(node)
+            if name in self.names:
+                if name not in used:
+                    used.append(name)
+                continue
+            close = get_close_matches(name, sorted(self.names), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            problems.append(
+                _problem(text, *_node_span(node), f"unknown name {name!r}{hint}", source)
+            )
+        for call in tree.find_all(exp.Anonymous):
+            if call.name.lower() not in self.functions:
+                known = ", ".join(sorted(self.functions)) or "none"
+                reason = f"unknown function {call.name!r} (custom functions: {known})"
+                problems.append(_problem(text, 0, len(text), reason, source))
+        if problems:
+            raise ExpressionError("expression refers to unknown names", problems)
+        return self._node(tree), used
+
+    def _node(self, node: exp.Expression) -> Compiled:
+        if isinstance(node, exp.Paren):
+            return self._node(node.this)
+        if isinstance(node, exp.Column):
+            name = column_name(node)
+            return lambda row: row.get(name)
+        if isinstance(node, exp.Literal):
+            value: Any = node.this if node.is_string else _number(node.this)
+            return lambda row: value
+        if isinstance(node, exp.Boolean):
+            flag = bool(node.this)
+            return lambda row: flag
+        if isinstance(node, exp.Null):
+            return lambda row: None
+        if isinstance(node, exp.And):
+            return _and(self._node(node.this), self._node(node.expression))
+        if isinstance(node, exp.Or):
+            return _or(self._node(node.this), self._node(node.expression))
+        if isinstance(node, exp.Not):
+            inner = self._node(node.this)
+            return lambda row: None if (v := inner(row)) is None else not v
+        if isinstance(node, exp.Neg):
+            inner = self._node(node.this)
+            return lambda row: None if (v := inner(row)) is None else -v
+        binary = _BINARY.get(type(node))
+        if binary is not None:
+            return _strict2(binary, self._node(node.this), self._node(node.expression))
+        if isinstance(node, exp.Div):
+            return _strict2(_divide, self._node(node.this), self._node(node.expression))
+        if isinstance(node, exp.Mod):
+            return _strict2(_modulo, self._node(node.this), self._node(node.expression))
+        function = _FUNCTIONS.get(type(node))
+        if function is not None:
+            inner = self._node(node.this)
+            return lambda row: None if (v := inner(row)) is None else function(v)
+        if isinstance(node, exp.Is):
+            inner = self._node(node.this)
+            return lambda row: inner(row) is None
+        if isinstance(node, exp.In):
+            return self._in(node)
+        if isinstance(node, exp.Between):
+            value, low, high = (self._node(node.args[k]) for k in ("this", "low", "high"))
+            return _and(_strict2(operator.ge, value, low), _strict2(operator.le, value, high))
+        if isinstance(node, exp.Like | exp.ILike):
+            return self._like(node)
+        if isinstance(node, exp.Case):
+            return self._case(node)
+        if isinstance(node, exp.Coalesce):
+            parts = [self._node(node.this), *(self._node(e) for e in node.expressions)]
+            return lambda row: next((v for p in parts if (v := p(row)) is not None), None)
+        if isinstance(node, exp.Least | exp.Greatest):
+            parts = [self._node(node.this), *(self._node(e) for e in node.expressions)]
+            pick = min if isinstance(node, exp.Least) else max
+            # DuckDB's least/greatest skip NULLs and give NULL only when all are NULL.
+            return lambda row: pick(
+                (vs := [v for p in parts if (v := p(row)) is not None]) or [None]
+            )
+        if isinstance(node, exp.Anonymous):
+            function_impl = self.functions[node.name.lower()]
+            args = [self._node(e) for e in node.expressions]
+            return lambda row: function_impl(*(a(row) for a in args))
+        raise ExpressionError(f"no compiler for {type(node).__name__}")  # whitelist forbids it
+
+    def _in(self, node: exp.In) -> Compiled:
+        value = self._node(node.this)
+        options = [self._node(e) for e in node.expressions]
+
+        def evaluate(row: Row) -> Any:
+            v = value(row)
+            if v is None:
+                return None
+            unknown = False
+            for option in options:
+                o = option(row)
+                if o is None:
+                    unknown = True
+                elif o == v:
+                    return True
+            return None if unknown else False
+
+        return evaluate
+
+    def _like(self, node: exp.Like | exp.ILike) -> Compiled:
+        value = self._node(node.this)
+        pattern_node = node.expression
+        if not isinstance(pattern_node, exp.Literal) or not pattern_node.is_string:
+            raise ExpressionError("LIKE needs a string literal pattern")
+        flags = re.IGNORECASE if isinstance(node, exp.ILike) else 0
+        regex = re.compile(_like_regex(pattern_node.this), flags | re.DOTALL)
+        return lambda row: None if (v := value(row)) is None else regex.fullmatch(v) is not None
+
+    def _case(self, node: exp.Case) -> Compiled:
+        branches = [(self._node(i.this), self._node(i.args["true"])) for i in node.args["ifs"]]
+        default_node = node.args.get("default")
+        default = self._node(default_node) if default_node is not None else (lambda row: None)
+
+        def evaluate(row: Row) -> Any:
+            for condition, result in branches:
+                if condition(row) is True:
+                    return result(row)
+            return default(row)
+
+        return evaluate
+
+
+def _number(text: str) -> int | float:
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _like_regex(pattern: str) -> str:
+    return "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+
+
+def _divide(a: Any, b: Any) -> Any:
+    # SQL (DuckDB) gives NULL on division by zero rather than failing the whole decision.
+    return None if b == 0 else a / b
+
+
+def _modulo(a: Any, b: Any) -> Any:
+    return None if b == 0 else a % b
+
+
+def _strict2(fn: Callable[[Any, Any], Any], left: Compiled, right: Compiled) -> Compiled:
+    def evaluate(row: Row) -> Any:
+        a = left(row)
+        if a is None:
+            return None
+        b = right(row)
+        if b is None:
+            return None
+        return fn(a, b)
+
+    return evaluate
+
+
+def _and(left: Compiled, right: Compiled) -> Compiled:
+    def evaluate(row: Row) -> Any:
+        a = left(row)
+        if a is False:
+            return False
+        b = right(row)
+        if b is False:
+            return False
+        return None if a is None or b is None else True
+
+    return evaluate
+
+
+def _or(left: Compiled, right: Compiled) -> Compiled:
+    def evaluate(row: Row) -> Any:
+        a = left(row)
+        if a is True:
+            return True
+        b = right(row)
+        if b is True:
+            return True
+        return None if a is None or b is None else False
+
+    return evaluate

@@ -1,0 +1,38 @@
+"""Wiring: settings -> project -> engine -> source layer -> a started service.
+
+The one place that picks adapters by ``type:``; everything else receives what it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from decisionloop.engine.engine import build_engine
+from decisionloop.engine.service import DecisionService
+from decisionloop.project.loader import load_project
+from decisionloop.settings import DuckDBSourceConfig, Settings
+from decisionloop.storage.duckdb_source import DuckDBSourceLog
+from decisionloop.storage.memory import MemorySourceLog
+from decisionloop.storage.ports import SourceLog
+
+
+def open_source(settings: Settings) -> SourceLog:
+    if isinstance(settings.source, DuckDBSourceConfig):
+        path = settings.source_path()
+        assert path is not None
+        return DuckDBSourceLog(path, max_group=settings.source.max_group)
+    return MemorySourceLog()
+
+
+def open_service(
+    settings: Settings, progress: Callable[[int], None] | None = None
+) -> DecisionService:
+    """Load and compile the project, open the source layer, rebuild online state."""
+    engine = build_engine(load_project(settings.project_dir))
+    service = DecisionService(engine, open_source(settings), recent=settings.recent_decisions)
+    try:
+        service.start(progress)
+    except BaseException:
+        service.close()
+        raise
+    return service
