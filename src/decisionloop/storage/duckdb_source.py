@@ -13,7 +13,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,13 @@ CREATE TABLE IF NOT EXISTS decisions (
 """
 _TS = pa.timestamp("us", tz="UTC")
 _STOP = object()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _Item = tuple[Sequence[Record], "Future[None]"]
+
+
+def _from_epoch_us(micros: int) -> datetime:
+    # Read instants as integers: DuckDB's TIMESTAMPTZ -> Python conversion would need pytz.
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 class DuckDBSourceLog:
@@ -166,19 +172,24 @@ class DuckDBSourceLog:
     def scan(self, since: datetime | None = None) -> Iterator[StoredEvent]:
         cursor = self._cursor()
         sql = (
-            "SELECT seq, event_id, event_type, occurred_at, ingested_at, payload FROM events "
-            "WHERE ? IS NULL OR occurred_at >= ? ORDER BY occurred_at, seq"
+            "SELECT seq, event_id, event_type, epoch_us(occurred_at), epoch_us(ingested_at), "
+            "payload FROM events WHERE ? IS NULL OR occurred_at >= ? ORDER BY occurred_at, seq"
         )
         result = cursor.execute(sql, [since, since])
         while batch := result.fetchmany(10_000):
-            for seq, event_id, event_type, occurred_at, ingested_at, payload in batch:
+            for seq, event_id, event_type, occurred_us, ingested_us, payload in batch:
                 yield StoredEvent(
-                    seq, event_id, event_type, occurred_at, ingested_at, orjson.loads(payload)
+                    seq,
+                    event_id,
+                    event_type,
+                    _from_epoch_us(occurred_us),
+                    _from_epoch_us(ingested_us),
+                    orjson.loads(payload),
                 )
 
     def max_occurred_at(self) -> datetime | None:
-        row = self._cursor().execute("SELECT max(occurred_at) FROM events").fetchone()
-        return row[0] if row else None
+        row = self._cursor().execute("SELECT epoch_us(max(occurred_at)) FROM events").fetchone()
+        return _from_epoch_us(row[0]) if row and row[0] is not None else None
 
     def decision(self, decision_id: str) -> dict[str, Any] | None:
         return self._one("SELECT body FROM decisions WHERE decision_id = ?", decision_id)

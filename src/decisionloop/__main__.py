@@ -1,0 +1,5 @@
+"""``python -m decisionloop`` is the ``decisionloop`` command."""
+
+from decisionloop.cli.main import main
+
+main()
