@@ -224,7 +224,9 @@ def test_repeat_returns_the_original_decision_and_is_stored_once(
     assert "decisionloop_duplicate_events_total 2.0" in metrics
     # Same process, same configuration: DuckDB shares the open database with this connection.
     with duckdb.connect(str(settings.source_path())) as db:
-        assert db.execute("SELECT event_id, count(*) FROM events GROUP BY 1 ORDER BY 1").fetchall() == [
+        assert db.execute(
+            "SELECT event_id, count(*) FROM events GROUP BY 1 ORDER BY 1"
+        ).fetchall() == [
             ("e1", 1),
             ("e2", 1),
         ]
@@ -248,8 +250,14 @@ def test_repeat_of_an_ingested_event_is_a_conflict(client: TestClient) -> None:
 
 
 def test_events_endpoint_takes_a_list(client: TestClient) -> None:
-    response = client.post("/v1/events", json=[transaction("a"), transaction("b"), transaction("a")])
-    assert [r["status"] for r in response.json()["results"]] == ["accepted", "accepted", "duplicate"]
+    response = client.post(
+        "/v1/events", json=[transaction("a"), transaction("b"), transaction("a")]
+    )
+    assert [r["status"] for r in response.json()["results"]] == [
+        "accepted",
+        "accepted",
+        "duplicate",
+    ]
 
 
 # -- operations -----------------------------------------------------------------------------

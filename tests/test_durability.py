@@ -27,8 +27,18 @@ def free_port() -> int:
 
 
 def start_server(project: Path, data: Path, port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "decisionloop", "serve", "--project", str(project),
-               "--data-dir", str(data), "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "decisionloop",
+        "serve",
+        "--project",
+        str(project),
+        "--data-dir",
+        str(data),
+        "--port",
+        str(port),
+    ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -62,7 +72,9 @@ def test_sigkill_loses_no_acknowledged_event(project_dir: Path, tmp_path: Path) 
                 try:
                     if n % 3 == 0:
                         response = client.post("/v1/decide/batch", json=events)
-                        answers = response.json()["decisions"] if response.status_code == 200 else []
+                        answers = (
+                            response.json()["decisions"] if response.status_code == 200 else []
+                        )
                     elif n % 3 == 1:
                         response = client.post("/v1/decide", json=events[0])
                         answers = [response.json()] if response.status_code == 200 else []
@@ -103,9 +115,7 @@ def test_sigkill_loses_no_acknowledged_event(project_dir: Path, tmp_path: Path) 
 
     with duckdb.connect(str(data / "source.duckdb"), read_only=True) as db:
         counts = dict(db.execute("SELECT event_id, count(*) FROM events GROUP BY 1").fetchall())
-        decisions = dict(
-            db.execute("SELECT event_id, decision_id FROM decisions").fetchall()
-        )
+        decisions = dict(db.execute("SELECT event_id, decision_id FROM decisions").fetchall())
     missing = [e for e in acknowledged if e not in counts]
     assert missing == []
     assert max(counts.values()) == 1  # stored once, in-flight ones included

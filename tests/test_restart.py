@@ -1,4 +1,4 @@
-"""Online state is a cache: a service restarted from the source layer decides as if never stopped."""
+"""Online state is a cache: a service restarted from the source layer decides as before."""
 
 from __future__ import annotations
 
