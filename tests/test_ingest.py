@@ -305,11 +305,6 @@ def test_jsonl_wire_events_without_mapping_report_bad_lines(tmp_path: Path) -> N
     assert counts_by_type(data_dir) == {"transaction": 1, "login": 1, "label": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: ingest/readers.py _jsonl skips blank lines without counting them, so "
-    "the reported row numbers stop matching the file's line numbers after a blank line",
-)
 def test_jsonl_row_numbers_are_line_numbers_across_blank_lines(tmp_path: Path) -> None:
     project = init(tmp_path)
     lines = WIRE_EVENTS.read_text().splitlines()
@@ -397,22 +392,18 @@ fields:
 
 
 def test_mapping_with_unknown_field_fails_with_exit_2_naming_the_field(tmp_path: Path) -> None:
-    result, _ = mapping_error(tmp_path, MISSPELT_FIELD)
+    result, file = mapping_error(tmp_path, MISSPELT_FIELD)
+    line, column = position(file, "{column: amount}")
 
     assert result.exit_code == 2
     assert plain(result.stderr).splitlines() == [
         "error DL330: mapping does not fit the project",
-        "  - fields.ammount: 'transaction' has no such field",
+        f"  - {file}:{line}:{column} fields.ammount: 'transaction' has no such field; "
+        "did you mean 'amount'?",
     ]
     assert counts_by_type(tmp_path / "state") == {}  # nothing imported
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: ingest/mapping.py ColumnMapping.__init__ reports unknown field names as "
-    "'fields.<name>' with no file, line or column (load() has the LocatedDocument but does not "
-    "use it for these problems)",
-)
 def test_mapping_with_unknown_field_points_at_the_file_line_and_column(tmp_path: Path) -> None:
     result, file = mapping_error(tmp_path, MISSPELT_FIELD)
     line, column = position(file, "{column: amount}")
@@ -457,11 +448,6 @@ def test_mapping_shape_errors_are_located(tmp_path: Path) -> None:
 
 
 # -- src bugs found while testing the mapping ---------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: ingest/mapping.py _template renders an empty column as the text 'None', so "
-    "rows with no id all get event_id 'None' and all but the first are dropped as duplicates",
-)
 def test_empty_event_id_column_is_a_bad_row(tmp_path: Path) -> None:
     project = init(tmp_path)
     file = tmp_path / "no_ids.csv"
@@ -474,11 +460,6 @@ def test_empty_event_id_column_is_a_bad_row(tmp_path: Path) -> None:
     assert [p.where for p in report.bad_rows] == ["row 2"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: ingest/mapping.py convert_row validates label events with catalog.validate, "
-    "whose EventValidationError escapes import_file and aborts the whole import",
-)
 def test_a_label_that_fails_validation_is_a_bad_row_not_an_aborted_import(
     tmp_path: Path,
 ) -> None:

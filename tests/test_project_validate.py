@@ -18,7 +18,7 @@ from click.testing import Result
 from typer.testing import CliRunner
 
 from decisionloop.cli.main import app
-from decisionloop.engine.engine import build_engine
+from decisionloop.engine.engine import compile_project
 from decisionloop.errors import DefinitionError
 from decisionloop.project.loader import load_project
 from decisionloop.project.scaffold import EXAMPLE, init_project
@@ -212,14 +212,15 @@ def test_definition_errors_in_several_files_are_all_reported_at_once(project: Pr
     at = project.at
     assert plain(result.stderr).splitlines() == [
         f"error DL200: 5 problem(s) in {project.root}",
-        # Unknown keys are located at their value (positions are recorded per value).
-        f"  - {at('project.yaml', 'fraud-analytics', 'owner_team')} owner_team: unknown key",
+        # Sorted by file, then line and column.
         f"  - {at('events/payments.yaml', 'extra')}: YAML syntax: expected <block end>, "
         "but found '<scalar>'",
-        # A missing key is located at the mapping that lacks it: the rule.
-        f"  - {at('rules/limits.yaml', 'id: large_amount')} rules.0.when: required key is missing",
         f"  - {at('features/devices.yaml', 'custmer')} features.0.entity: "
         "unknown entity 'custmer'; did you mean 'customer'?",
+        # Unknown keys are located at their value (positions are recorded per value).
+        f"  - {at('project.yaml', 'fraud-analytics', 'owner_team')} owner_team: unknown key",
+        # A missing key is located at the mapping that lacks it: the rule.
+        f"  - {at('rules/limits.yaml', 'id: large_amount')} rules.0.when: required key is missing",
         f"  - {at('strategies/transaction.yaml', 'fruad')} rule_sets.0: "
         "unknown rule set 'fruad'; did you mean 'fraud'?",
     ]
@@ -285,14 +286,14 @@ def test_expression_errors_in_several_files_are_all_reported_at_once(project: Pr
     for block in found:
         first.setdefault(block.label, block)
     # Every broken definition, from three files, in one run; nothing about the sound ones.
-    assert list(first) == [
+    assert list(first) == [  # sorted by file, then line
         "feature card_online_count",
-        "rule velocity_spike",
         "rule syntax_error",
         "rule misspelt_field",
         "rule subquery",
         "rule three_part_name",
         "rule unknown_function",
+        "rule velocity_spike",
     ]
     at = project.at
     filter_text = "chanel = 'card_online'"
@@ -302,19 +303,20 @@ def test_expression_errors_in_several_files_are_all_reported_at_once(project: Pr
             "unknown name 'chanel'; did you mean channel?",
             [filter_text, caret_under(filter_text, "chanel")],
         ),
-        # A qualified name is marked at its last part: the feature that does not exist.
+        # A qualified name is located at its start and underlined whole.
         "rule velocity_spike": (
-            f"{at('rules/fraud.yaml', 'debit_cnt_1h')} rule velocity_spike: unknown name "
+            f"{at('rules/fraud.yaml', 'customer.debit_cnt_1h')} rule velocity_spike: unknown name "
             "'customer.debit_cnt_1h'; did you mean customer.debit_count_1h, "
             "customer.debit_count_24h, customer.debit_sum_24h?",
             [
                 "direction = 'debit' and customer.debit_cnt_1h >= 8",
-                caret_under("direction = 'debit' and customer.debit_cnt_1h >= 8", "debit_cnt_1h"),
+                caret_under(
+                    "direction = 'debit' and customer.debit_cnt_1h >= 8", "customer.debit_cnt_1h"
+                ),
             ],
         ),
         "rule syntax_error": (
-            f"{at('rules/extra.yaml', ')', 'syntax_error')} rule syntax_error: "
-            "Invalid expression / Unexpected token",
+            f"{at('rules/extra.yaml', ')', 'syntax_error')} rule syntax_error: unexpected ')'",
             [
                 "amount > 1000 and channel = 'atm')",
                 caret_under("amount > 1000 and channel = 'atm')", ")"),
@@ -327,16 +329,21 @@ def test_expression_errors_in_several_files_are_all_reported_at_once(project: Pr
         ),
         "rule subquery": (
             f"{at('rules/extra.yaml', '(select')} rule subquery: "
-            "Subquery is not allowed in a rule expression",
-            ["(select max(amount) from events) < amount", "^"],
+            "a subquery is not allowed in a rule expression",
+            [
+                "(select max(amount) from events) < amount",
+                caret_under(
+                    "(select max(amount) from events) < amount", "(select max(amount) from events)"
+                ),
+            ],
         ),
         # Quoted scalar: the column counts the opening quote.
         "rule three_part_name": (
-            f"{at('rules/extra.yaml', 'debit_count_1h', 'three_part_name')} rule three_part_name: "
+            f"{at('rules/extra.yaml', 'a.customer', 'three_part_name')} rule three_part_name: "
             "'a.customer.debit_count_1h': names have at most one dot (entity.feature)",
             [
                 "a.customer.debit_count_1h > 1",
-                caret_under("a.customer.debit_count_1h > 1", "debit_count_1h"),
+                caret_under("a.customer.debit_count_1h > 1", "a.customer.debit_count_1h"),
             ],
         ),
         "rule unknown_function": (
@@ -366,7 +373,7 @@ def test_expression_errors_carry_file_line_column_and_highlight_in_the_api(
     project.edit("strategies/transaction.yaml", "rule_sets: [fraud]", "rule_sets: [fraud, extra]")
 
     with pytest.raises(DefinitionError) as caught:
-        build_engine(load_project(project.root))
+        compile_project(project.root)
 
     problems = caught.value.problems
     assert {p.file for p in problems} == {"rules/extra.yaml"}
@@ -379,12 +386,7 @@ def test_expression_errors_carry_file_line_column_and_highlight_in_the_api(
     assert misspelt.highlight == "ammount > 5\n^^^^^^^"
 
 
-# -- src bugs (strict xfail: they pass once src is fixed) ---------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: validate (cli/main.py) compiles expressions only when load_project found no "
-    "problem, so a YAML or reference error in one file hides every rule SQL error in the others",
-)
+# -- locations of errors in block scalars and refused constructs --------------------------------
 def test_load_errors_and_expression_errors_are_reported_in_one_run(project: Project) -> None:
     project.edit("project.yaml", "fraud controls.\n", "fraud controls.\nowner_team: x\n")
     project.write("rules/extra.yaml", EXTRA_RULES)
@@ -398,12 +400,6 @@ def test_load_errors_and_expression_errors_are_reported_in_one_run(project: Proj
     assert f"{project.at('rules/extra.yaml', 'ammount')} rule misspelt_field: " in text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: for block scalars (`when: |`) project/located.py text_origin returns column "
-    "1 and rules/expressions.py _problem adds no indentation, so every column is off by the "
-    "block's indentation (6 in the example's rules)",
-)
 def test_errors_in_block_scalar_rules_point_at_the_file_column(project: Project) -> None:
     project.edit(
         "rules/fraud.yaml",
@@ -416,16 +412,11 @@ def test_errors_in_block_scalar_rules_point_at_the_file_column(project: Project)
     assert result.exit_code == 2
     (block,) = blocks(result)
     assert block.line.startswith(
-        f"{project.at('rules/fraud.yaml', 'card_online_cnt_10m')} rule card_testing_burst: "
+        f"{project.at('rules/fraud.yaml', 'customer.card_online_cnt_10m')} "
+        "rule card_testing_burst: "
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="src bug: rules/expressions.py locates refused constructs without token positions "
-    "(_node_span falls back to offset 0) and unknown functions (_problem(text, 0, len(text))) "
-    "at the start of the expression, and reports every node inside a subquery separately",
-)
 @pytest.mark.parametrize(
     ("when", "construct"),
     [

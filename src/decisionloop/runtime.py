@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from decisionloop.engine.engine import build_engine
+from decisionloop.engine.engine import compile_project
 from decisionloop.engine.service import DecisionService
-from decisionloop.project.loader import load_project
 from decisionloop.settings import DuckDBSourceConfig, Settings
 from decisionloop.storage.duckdb_source import DuckDBSourceLog
 from decisionloop.storage.memory import MemorySourceLog
@@ -28,7 +27,7 @@ def open_service(
     settings: Settings, progress: Callable[[int], None] | None = None
 ) -> DecisionService:
     """Load and compile the project, open the source layer, rebuild online state."""
-    engine = build_engine(load_project(settings.project_dir))
+    _, engine = compile_project(settings.project_dir)
     service = DecisionService(engine, open_source(settings), recent=settings.recent_decisions)
     try:
         service.start(progress)

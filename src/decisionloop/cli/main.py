@@ -83,11 +83,9 @@ def init(
 @app.command()
 def validate(directory: Path = typer.Argument(Path("."), help="Project folder")) -> None:
     """Check every definition; report all errors with file, line and reason."""
-    from decisionloop.engine.engine import build_engine
-    from decisionloop.project.loader import load_project
+    from decisionloop.engine.engine import compile_project
 
-    project = guarded(lambda: load_project(directory))
-    engine = guarded(lambda: build_engine(project))
+    project, engine = guarded(lambda: compile_project(directory))
     rules = sum(len(s.rules) for s in engine.strategies.values())
     console.print(
         f"[green]ok[/] {directory}: {len(project.event_types)} event types, "

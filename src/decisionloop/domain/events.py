@@ -1,8 +1,8 @@
 """Events: declared types compiled into fast validators that report every bad field at once.
 
 An event on the wire is a flat JSON object: ``event_id``, ``type``, ``occurred_at``, the entity
-keys its type declares (``customer_id``, ``device_id``, ``ip`` ...) and its attributes. Unknown fields are
-refused rather than dropped, so that a misspelt attribute never silently becomes a NULL feature.
+keys its type declares (``customer_id``, ``device_id``, ``ip`` ...) and its attributes. Unknown
+fields are refused rather than dropped: a misspelt attribute must not become a NULL feature.
 """
 
 from __future__ import annotations
@@ -142,6 +142,8 @@ class EventType:
         fields: dict[str, FieldSpec] = {}
         entity_keys: dict[str, str] = {}
         for entity, presence in spec.entities.items():
+            if entity not in entities:
+                continue  # reported by the project loader; skipped so that validation goes on
             key = entities[entity].key
             entity_keys[entity] = key
             fields[key] = FieldSpec(

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from decisionloop.domain.decisions import Decision, Reason, new_decision_id
@@ -18,8 +19,8 @@ from decisionloop.domain.events import Event, EventCatalog, EventType
 from decisionloop.errors import DefinitionError, ExpressionError, Problem
 from decisionloop.features.online import OnlineFeatures, compile_features
 from decisionloop.project.definitions import RuleSpec, StrategySpec
-from decisionloop.project.loader import Project
-from decisionloop.rules.expressions import Compiled, Compiler, Source
+from decisionloop.project.loader import Project, load_project
+from decisionloop.rules.expressions import Compiled, Compiler
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,8 +142,26 @@ class DecisionEngine:
         return max((f.horizon for f in self.features.features), default=0)
 
 
+def compile_project(root: Path) -> tuple[Project, DecisionEngine]:
+    """Load and compile a project folder, reporting every problem of both steps at once."""
+    project = load_project(root, strict=False)
+    problems = list(project.problems)
+    try:
+        engine = build_engine(project)
+    except DefinitionError as exc:
+        problems.extend(p for p in exc.problems if p not in problems)
+    if problems:
+        problems.sort(key=lambda p: (p.file or "", p.line or 0, p.column or 0))
+        raise DefinitionError(f"{len(problems)} problem(s) in {root}", problems)
+    return project, engine
+
+
 def build_engine(project: Project) -> DecisionEngine:
-    """Compile every definition; raise one :class:`DefinitionError` listing every problem."""
+    """Compile every definition; raise one :class:`DefinitionError` listing every problem.
+
+    Definitions whose references are broken (reported by the loader) are skipped, so that a
+    partial project still compiles far enough to report its expression errors.
+    """
     problems: list[Problem] = []
     entity_keys = {name: spec.key for name, spec in project.entities.items()}
     types = {
@@ -151,41 +170,45 @@ def build_engine(project: Project) -> DecisionEngine:
     }
     catalog = EventCatalog(types)
     filters: dict[str, Callable[[Event], bool]] = {}
-    for feature in project.features:
+    usable = [
+        f
+        for f in project.features
+        if f.entity in entity_keys and all(t in types for t in f.event_types)
+    ]
+    for feature in usable:
         if feature.filter is None:
             continue
-        names = set().union(*(_field_scope(types[t]) for t in feature.event_types if t in types))
-        doc, path = project.locate(f"feature:{feature.name}", "filter")
-        line, column = doc.text_origin(path)
-        source = Source(f"feature {feature.name}", str(doc.file), line, column)
+        names = set().union(*(_field_scope(types[t]) for t in feature.event_types))
+        source = project.expression_source(f"feature:{feature.name}", ("filter",))
         try:
             predicate, _ = Compiler(names).compile(feature.filter, source)
         except ExpressionError as exc:
             problems.extend(exc.problems)
             continue
         filters[feature.name] = _event_predicate(predicate)
-    features = compile_features(project.features, entity_keys, filters)
+    features = compile_features(usable, entity_keys, filters)
     strategies: dict[str, CompiledStrategy] = {}
     for event_type_name, spec in project.strategies.items():
-        event_type = types[event_type_name]
+        event_type = types.get(event_type_name)
+        if event_type is None:
+            continue
         scope = _field_scope(event_type) | {
             name for f in features.features if f.key_field in event_type.fields for name in f.names
         }
         compiler = Compiler(scope)
         rules: list[CompiledRule] = []
-        for rule_set_name in spec.rule_sets:
+        for rule_set_name in (n for n in spec.rule_sets if n in project.rule_sets):
             for index, rule in enumerate(project.rule_sets[rule_set_name].rules):
-                if rule.status in ("draft", "retired"):
-                    continue
-                doc, path = project.locate(f"rule_set:{rule_set_name}", "rules", index, "when")
-                line, column = doc.text_origin(path)
-                source = Source(f"rule {rule.id}", str(doc.file), line, column)
+                key = f"rule_set:{rule_set_name}"
+                source = project.expression_source(key, ("rules", index, "when"))
                 try:
+                    # Drafts and retired rules are compiled too, so that validate checks them.
                     predicate, reads = compiler.compile(rule.when, source)
                 except ExpressionError as exc:
                     problems.extend(exc.problems)
                     continue
-                rules.append(CompiledRule(rule, predicate, reads, rule.status == "shadow"))
+                if rule.status in ("shadow", "active"):
+                    rules.append(CompiledRule(rule, predicate, reads, rule.status == "shadow"))
         strategies[event_type_name] = CompiledStrategy(
             spec=spec,
             version=f"{event_type_name}@v{spec.version}+{project.fingerprint}",

@@ -11,7 +11,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-disable_created_metrics()  # the *_created series double the output for little use
+disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series double the output for little use
 
 LATENCY_BUCKETS = (
     0.0001,

@@ -14,7 +14,7 @@ from decisionloop.domain.events import Event
 from decisionloop.engine.service import DecisionService
 from decisionloop.errors import Problem
 from decisionloop.ingest.mapping import ColumnMapping
-from decisionloop.ingest.readers import BadLine, read_rows
+from decisionloop.ingest.readers import BadLine, BlankLine, read_rows
 
 
 @dataclass
@@ -42,6 +42,8 @@ def import_file(
         events: list[Event] = []
         first = report.rows + 1
         for number, row in enumerate(rows, start=first):
+            if isinstance(row, BlankLine):
+                continue
             if isinstance(row, BadLine):
                 report.bad_rows.append(Problem(f"row {number}", row.reason))
                 continue

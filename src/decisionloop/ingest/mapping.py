@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from decisionloop.domain.events import Event, EventCatalog, EventType, parse_timestamp
 from decisionloop.errors import MappingError, Problem
 from decisionloop.project.definitions import FieldSpec, window_seconds
-from decisionloop.project.located import YamlSyntaxError, load_yaml
+from decisionloop.project.located import LocatedDocument, YamlSyntaxError, load_yaml
 
 _TEMPLATE_FIELD = re.compile(r"\{(\w+)\}")
 _UNITS = {"seconds": 1, "minutes": 60, "hours": 3600, "days": 86400}
@@ -78,19 +79,29 @@ class RowResult:
 
 
 class ColumnMapping:
-    def __init__(self, spec: MappingSpec, catalog: EventCatalog) -> None:
-        problems = []
+    def __init__(
+        self, spec: MappingSpec, catalog: EventCatalog, doc: LocatedDocument | None = None
+    ) -> None:
+        def locate(path: tuple[str, ...], reason: str) -> Problem:
+            return doc.problem(path, reason) if doc else Problem(".".join(path), reason)
+
+        problems: list[Problem] = []
         event_type = catalog.types.get(spec.event_type)
         if event_type is None:
+            close = get_close_matches(spec.event_type, list(catalog.types), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            reason = f"{spec.event_type!r} is not a declared event type{hint}"
             raise MappingError(
-                "mapping names an unknown event type",
-                [Problem("event_type", f"{spec.event_type!r} is not declared")],
+                "mapping names an unknown event type", [locate(("event_type",), reason)]
             )
         for name in spec.fields:
             if name not in event_type.fields:
-                problems.append(Problem(f"fields.{name}", f"{spec.event_type!r} has no such field"))
+                close = get_close_matches(name, list(event_type.fields), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                reason = f"{spec.event_type!r} has no such field{hint}"
+                problems.append(locate(("fields", name), reason))
         if spec.labels and "label" not in catalog.types:
-            problems.append(Problem("labels", "the project declares no 'label' event type"))
+            problems.append(locate(("labels",), "the project declares no 'label' event type"))
         if problems:
             raise MappingError("mapping does not fit the project", problems)
         self.spec = spec
@@ -101,7 +112,7 @@ class ColumnMapping:
         if spec.occurred_at.unit != "iso" and self.origin is None:
             raise MappingError(
                 "numeric time needs an origin",
-                [Problem("occurred_at.origin", "required when unit is not iso")],
+                [locate(("occurred_at",), "`origin` is required when unit is not iso")],
             )
 
     @classmethod
@@ -118,7 +129,7 @@ class ColumnMapping:
                 for e in exc.errors()
             ]
             raise MappingError("mapping is invalid", problems) from exc
-        return cls(spec, catalog)
+        return cls(spec, catalog, doc)
 
     def convert(self, rows: Iterable[Mapping[str, Any]], first_row: int = 1) -> Iterator[RowResult]:
         for number, row in enumerate(rows, start=first_row):
@@ -160,7 +171,10 @@ class ColumnMapping:
                     "source": label.source,
                     "refers_to_event_id": event.event_id,
                 }
-                events.append(self.catalog.validate(label_obj, where))
+                label_event, label_problems = self.catalog.parse(label_obj, f"{where}.label")
+                if label_event is None:
+                    return RowResult(number, [], label_problems)
+                events.append(label_event)
         return RowResult(number, events, [])
 
     def _time(self, row: Mapping[str, Any]) -> datetime:
@@ -179,9 +193,16 @@ def _reason(exc: Exception) -> str:
 
 
 def _template(template: str, number: int, row: Mapping[str, Any]) -> str:
-    return _TEMPLATE_FIELD.sub(
-        lambda m: str(number) if m.group(1) == "row" else str(row[m.group(1)]), template
-    )
+    def fill(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "row":
+            return str(number)
+        value = row[name]
+        if value is None or value == "":
+            raise ValueError(f"column {name!r} is empty; the event id needs it")
+        return str(value)
+
+    return _TEMPLATE_FIELD.sub(fill, template)
 
 
 def _value(source: ColumnSource, row: Mapping[str, Any]) -> Any:

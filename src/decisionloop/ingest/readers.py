@@ -33,7 +33,7 @@ def count_rows(path: Path) -> int:
     if fmt == "csv":
         return int(pl.scan_csv(path, infer_schema=False).select(pl.len()).collect().item())
     with path.open("rb") as handle:
-        return sum(1 for line in handle if line.strip())
+        return sum(1 for _ in handle)
 
 
 def read_rows(path: Path, chunk: int = 5000) -> Iterator[list[Any]]:
@@ -53,11 +53,16 @@ class BadLine:
         self.reason = reason
 
 
+class BlankLine:
+    """A blank JSONL line: skipped, but counted so that row numbers stay line numbers."""
+
+
 def _jsonl(path: Path, chunk: int) -> Iterator[list[Any]]:
     rows: list[Any] = []
     with path.open("rb") as handle:
         for line in handle:
             if not line.strip():
+                rows.append(BlankLine())
                 continue
             try:
                 rows.append(orjson.loads(line))

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from decisionloop.ingest.readers import BadLine, read_rows
+from decisionloop.ingest.readers import BadLine, BlankLine, read_rows
 
 
 @dataclass
@@ -61,7 +61,7 @@ def iter_events(path: Path, limit: int | None = None) -> Iterator[dict[str, Any]
     count = 0
     for rows in read_rows(path):
         for row in rows:
-            if isinstance(row, BadLine):
+            if isinstance(row, BadLine | BlankLine):
                 continue
             yield row
             count += 1

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from decisionloop.errors import DefinitionError, Problem
+from decisionloop.errors import DefinitionError, ExpressionError, Problem
 from decisionloop.project.definitions import (
     EntitySpec,
     EventTypeSpec,
@@ -30,6 +30,7 @@ from decisionloop.project.definitions import (
     StrategySpec,
 )
 from decisionloop.project.located import LocatedDocument, YamlSyntaxError, load_yaml
+from decisionloop.rules.expressions import Source, parse
 
 T = TypeVar("T")
 
@@ -61,10 +62,22 @@ class Project:
     documents: dict[str, LocatedDocument] = field(default_factory=dict)
     origins: dict[str, tuple[str, tuple[str | int, ...]]] = field(default_factory=dict)
     fingerprint: str = ""
+    problems: list[Problem] = field(default_factory=list)  # kept when loaded with strict=False
 
     def locate(self, key: str, *path: str | int) -> tuple[LocatedDocument, tuple[str | int, ...]]:
         doc_name, base = self.origins[key]
         return self.documents[doc_name], (*base, *path)
+
+    def expression_source(self, key: str, path: tuple[str | int, ...]) -> Source:
+        """Where an expression's text sits in its file, for errors inside the expression."""
+        doc, full = self.locate(key, *path)
+        line, column, block = doc.text_origin(full)
+        kind, _, name = key.partition(":")
+        if kind == "rule_set":
+            label = f"rule {self.rule_sets[name].rules[int(path[1])].id}"
+        else:
+            label = f"{kind} {name}"
+        return Source(label, str(doc.file), line, column, block)
 
 
 class _Collector:
@@ -103,8 +116,12 @@ def _reason(err: Any) -> str:
     return str(err["msg"])
 
 
-def load_project(root: Path) -> Project:
-    """Parse every file and check references; raise one :class:`DefinitionError` listing all."""
+def load_project(root: Path, strict: bool = True) -> Project:
+    """Parse every file and check references; raise one :class:`DefinitionError` listing all.
+
+    With ``strict=False`` the problems are kept on the returned (partial) project instead, so that
+    ``validate`` can go on to compile what did load and report everything in one run.
+    """
     root = Path(root)
     if not (root / "project.yaml").is_file():
         raise DefinitionError(
@@ -146,7 +163,9 @@ def load_project(root: Path) -> Project:
     project.documents = c.documents
     project.fingerprint = c.digest.hexdigest()[:12]
     c.problems.extend(check_references(project))
-    if c.problems:
+    c.problems.extend(check_expression_syntax(project))
+    project.problems = c.problems
+    if c.problems and strict:
         raise DefinitionError(f"{len(c.problems)} problem(s) in {root}", c.problems)
     return project
 
@@ -237,6 +256,24 @@ def check_references(project: Project) -> list[Problem]:
                     f"rule id also used in rule set {seen_rules[rule.id]!r}",
                 )
             seen_rules[rule.id] = one_set.name
+    return problems
+
+
+def check_expression_syntax(project: Project) -> list[Problem]:
+    """Parse every rule and filter (syntax and whitelist; names need the compiled project), so
+    that a broken file elsewhere does not hide an expression error here."""
+    problems: list[Problem] = []
+    texts: list[tuple[str, tuple[str | int, ...], str]] = [
+        (f"feature:{f.name}", ("filter",), f.filter) for f in project.features if f.filter
+    ]
+    for set_name, rule_set in project.rule_sets.items():
+        for index, rule in enumerate(rule_set.rules):
+            texts.append((f"rule_set:{set_name}", ("rules", index, "when"), rule.when))
+    for key, path, text in texts:
+        try:
+            parse(text, project.expression_source(key, path))
+        except ExpressionError as exc:
+            problems.extend(exc.problems)
     return problems
 
 

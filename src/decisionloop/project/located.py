@@ -22,6 +22,7 @@ class Position:
     line: int  # 1-based
     column: int  # 1-based
     block: bool = False  # a block scalar (| or >): its text starts on the next line
+    indent: int = 0  # a block scalar's indentation: every line of its text starts after it
     quoted: bool = False
 
 
@@ -50,12 +51,13 @@ class LocatedDocument:
             column=pos.column,
         )
 
-    def text_origin(self, path: PathKey) -> tuple[int, int]:
-        """Line and column where the *text* of a scalar starts, for errors inside expressions."""
+    def text_origin(self, path: PathKey) -> tuple[int, int, bool]:
+        """Where the *text* of a scalar starts (line, column) and whether it is a block whose
+        every line is indented by that column, for errors inside expressions."""
         pos = self.position(path)
         if pos.block:
-            return pos.line + 1, 1
-        return pos.line, pos.column + (1 if pos.quoted else 0)
+            return pos.line + 1, pos.indent + 1, True
+        return pos.line, pos.column + (1 if pos.quoted else 0), False
 
 
 def load_yaml(file: Path, display: Path | None = None) -> LocatedDocument:
@@ -79,7 +81,8 @@ def load_yaml(file: Path, display: Path | None = None) -> LocatedDocument:
         ) from exc
     doc = LocatedDocument(file=shown, data=None)
     scalars = yaml.SafeLoader("")
-    doc.data = _convert(node, (), doc.positions, scalars) if node is not None else None
+    lines = text.splitlines()
+    doc.data = _convert(node, (), doc.positions, scalars, lines) if node is not None else None
     return doc
 
 
@@ -90,24 +93,39 @@ class YamlSyntaxError(Exception):
 
 
 def _convert(
-    node: yaml.Node, path: PathKey, positions: dict[PathKey, Position], scalars: yaml.SafeLoader
+    node: yaml.Node,
+    path: PathKey,
+    positions: dict[PathKey, Position],
+    scalars: yaml.SafeLoader,
+    lines: list[str],
 ) -> Any:
     mark = node.start_mark
     style = getattr(node, "style", None)
+    block = style in ("|", ">")
     positions[path] = Position(
         line=mark.line + 1,
         column=mark.column + 1,
-        block=style in ("|", ">"),
+        block=block,
         quoted=style in ("'", '"'),
+        indent=_block_indent(lines, mark.line + 1) if block else 0,
     )
     if isinstance(node, yaml.MappingNode):
         result: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = scalars.construct_object(key_node, deep=True)
-            result[key] = _convert(value_node, (*path, key), positions, scalars)
+            result[key] = _convert(value_node, (*path, key), positions, scalars, lines)
         return result
     if isinstance(node, yaml.SequenceNode):
         return [
-            _convert(child, (*path, i), positions, scalars) for i, child in enumerate(node.value)
+            _convert(child, (*path, i), positions, scalars, lines)
+            for i, child in enumerate(node.value)
         ]
     return scalars.construct_object(node, deep=True)
+
+
+def _block_indent(lines: list[str], first: int) -> int:
+    """Indentation of a block scalar's text: that of its first non-blank line (0-based index)."""
+    for line in lines[first:]:
+        if line.strip():
+            return len(line) - len(line.lstrip(" "))
+    return 0

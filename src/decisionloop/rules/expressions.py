@@ -38,6 +38,7 @@ class Source:
     file: str | None = None
     line: int = 1  # file line where the text starts
     column: int = 1
+    block: bool = False  # a YAML block scalar: every line of the text starts at `column`
 
 
 def _position(text: str, offset: int) -> tuple[int, int]:
@@ -52,7 +53,7 @@ def _problem(text: str, offset: int, length: int, reason: str, source: Source) -
     source_line = text.splitlines()[line - 1] if text else ""
     caret = " " * (column - 1) + "^" * max(1, length)
     file_line = source.line + line - 1
-    file_column = column + (source.column - 1 if line == 1 else 0)
+    file_column = column + (source.column - 1 if line == 1 or source.block else 0)
     where = f"{source.file}:{file_line}:{file_column}" if source.file else f"{line}:{column}"
     return Problem(
         where=f"{where} {source.label}",
@@ -65,11 +66,17 @@ def _problem(text: str, offset: int, length: int, reason: str, source: Source) -
 
 
 def _node_span(node: exp.Expression) -> tuple[int, int]:
-    leaf = node.this if isinstance(node, exp.Column) else node
-    meta = getattr(leaf, "meta", None) or {}
-    if "start" in meta and "end" in meta:
-        return int(meta["start"]), int(meta["end"]) - int(meta["start"]) + 1
-    return 0, 1
+    """Offset and length of a node's text, from the token positions sqlglot keeps in ``meta``."""
+    starts: list[int] = []
+    ends: list[int] = []
+    for part in node.walk():
+        meta = getattr(part, "meta", None) or {}
+        if "start" in meta and "end" in meta:
+            starts.append(int(meta["start"]))
+            ends.append(int(meta["end"]))
+    if not starts:
+        return 0, 1
+    return min(starts), max(ends) - min(starts) + 1
 
 
 def column_name(node: exp.Column) -> str:
@@ -97,15 +104,47 @@ def parse(text: str, source: Source) -> exp.Expression:
         first = errors[0]
         line, col = int(first.get("line") or 1), int(first.get("col") or 1)
         offset = _offset(text, line, col)
-        desc = str(first.get("description") or exc).split("\n")[0]
+        desc = _plain_parse_error(
+            str(first.get("description") or exc).split("\n")[0], first.get("highlight")
+        )
         problem = _problem(text, offset, 1, desc, source)
         raise ExpressionError("cannot parse expression", [problem]) from exc
     problems = [
-        _problem(text, *_node_span(node), reason, source) for node, reason in _violations(tree)
+        _problem(text, *_refused_span(text, node), reason, source)
+        for node, reason in _violations(tree)
     ]
     if problems:
         raise ExpressionError("expression uses what rules may not", problems)
     return tree
+
+
+def _refused_span(text: str, node: exp.Expression) -> tuple[int, int]:
+    """A subquery's own tokens (the parentheses, SELECT) carry no position: widen its span to
+    the ``(SELECT ... )`` that holds the positioned tokens inside it."""
+    start, length = _node_span(node)
+    if not isinstance(node, exp.Subquery):
+        return start, length
+    openings = [m.start() for m in _SUBQUERY_START.finditer(text, 0, start + 1)]
+    if not openings:
+        return start, length
+    depth = 0
+    for closing in range(openings[-1], len(text)):
+        depth += {"(": 1, ")": -1}.get(text[closing], 0)
+        if depth == 0:
+            return openings[-1], closing - openings[-1] + 1
+    return start, length
+
+
+_SUBQUERY_START = re.compile(r"\(\s*select\b", re.IGNORECASE)
+
+
+def _plain_parse_error(description: str, token: Any) -> str:
+    """sqlglot's messages name its internal classes; say what is wrong in the user's terms."""
+    if description.startswith("Required keyword"):
+        return "incomplete expression: an operand is missing"
+    if description.startswith("Invalid expression / Unexpected token"):
+        return f"unexpected {token!r}" if token else "unexpected text"
+    return description
 
 
 def _nesting(text: str) -> int:
@@ -172,14 +211,27 @@ _ALLOWED: tuple[type[exp.Expression], ...] = (
 )
 
 
-def _violations(tree: exp.Expression) -> Iterable[tuple[exp.Expression, str]]:
-    node: exp.Expression
-    for node in tree.walk():  # type: ignore[assignment]
-        if not isinstance(node, _ALLOWED):
-            name = type(node).__name__
-            yield node, f"{name} is not allowed in a rule expression"
-        elif isinstance(node, exp.Column) and node.args.get("db") is not None:
-            yield node, f"{column_name(node)!r}: names have at most one dot (entity.feature)"
+def _violations(node: exp.Expression) -> Iterable[tuple[exp.Expression, str]]:
+    """Refused nodes, outermost only: a subquery is one complaint, not one per node inside."""
+    if not isinstance(node, _ALLOWED):
+        yield (
+            node,
+            f"{_DESCRIBE.get(type(node), type(node).__name__)} is not allowed in a rule expression",
+        )
+        return
+    if isinstance(node, exp.Column) and node.args.get("db") is not None:
+        yield node, f"{column_name(node)!r}: names have at most one dot (entity.feature)"
+        return
+    for child in node.iter_expressions():
+        yield from _violations(child)
+
+
+_DESCRIBE: dict[type[exp.Expression], str] = {
+    exp.Subquery: "a subquery",
+    exp.Select: "a SELECT",
+    exp.Block: "more than one statement",
+    exp.Dot: "attribute access",
+}
 
 
 class Compiler:
@@ -211,7 +263,7 @@ class Compiler:
             if call.name.lower() not in self.functions:
                 known = ", ".join(sorted(self.functions)) or "none"
                 reason = f"unknown function {call.name!r} (custom functions: {known})"
-                problems.append(_problem(text, 0, len(text), reason, source))
+                problems.append(_problem(text, *_node_span(call), reason, source))
         if problems:
             raise ExpressionError("expression refers to unknown names", problems)
         return self._node(tree), used
