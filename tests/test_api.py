@@ -208,6 +208,30 @@ def test_errors_are_counted_in_metrics(client: TestClient) -> None:
     assert 'decisionloop_rejected_requests_total{code="DL310"} 1.0' in text
 
 
+def test_decide_refuses_a_type_no_strategy_decides(client: TestClient) -> None:
+    login = {
+        "event_id": "l1",
+        "type": "login",
+        "occurred_at": "2026-06-01T11:50:00+00:00",
+        "customer_id": "C000001",
+        "device_id": "D1",
+        "ip": "10.0.0.1",
+        "success": True,
+        "method": "biometric",
+    }
+    response = client.post("/v1/decide", json=login)
+    assert response.status_code == 422
+    assert problems(response) == {
+        "body.type": "no strategy decides 'login' events; store them with POST /v1/events "
+        "or declare a strategy for them"
+    }
+    mixed = [login, transaction("t1", **NIGHT_TRANSFER), login]
+    results = client.post("/v1/stream", json=mixed).json()["results"]
+    assert results[0] == {"event_id": "l1", "status": "accepted"}
+    assert results[1]["outcome"] == "challenge"
+    assert results[2] == {"event_id": "l1", "status": "duplicate"}
+
+
 # -- idempotency ----------------------------------------------------------------------------
 
 

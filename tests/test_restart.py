@@ -36,15 +36,15 @@ def features_seen(answers: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
 def test_restart_from_source_equals_uninterrupted(project_dir: Path, tmp_path: Path) -> None:
     events = stream()
     one = open_service(make_settings(project_dir, tmp_path / "one"))
-    uninterrupted = one.handle_sync(events, decide=True)
+    uninterrupted = one.handle_sync(events, "decide")
     one_state = {f.spec.name: dict(f.state) for f in one.engine.features.features}
     one.close()
 
     first = open_service(make_settings(project_dir, tmp_path / "two"))
-    before = first.handle_sync(events[:25], decide=True)
+    before = first.handle_sync(events[:25], "decide")
     first.close()
     second = open_service(make_settings(project_dir, tmp_path / "two"))
-    after = second.handle_sync(events[25:], decide=True)
+    after = second.handle_sync(events[25:], "decide")
     two_state = {f.spec.name: dict(f.state) for f in second.engine.features.features}
     second.close()
 

@@ -99,22 +99,29 @@ def create_app(service: DecisionService, settings: Settings) -> FastAPI:
     async def decide(request: Request) -> Any:
         """Decide one event: outcome, score, reasons and a per-stage latency trace."""
         obj = await read_json(request, limit)
-        return (await service.handle([obj], decide=True, batch=False))[0]
+        return (await service.handle([obj], "decide", batch=False))[0]
 
     @app.post("/v1/decide/batch", openapi_extra=many_events, tags=["decisions"])
     async def decide_batch(request: Request) -> Any:
         """Decide a list of events; decisions come back in the same order."""
         objs = _as_list(await read_json(request, limit), settings.max_batch_events)
-        return {"decisions": await service.handle(objs, decide=True)}
+        return {"decisions": await service.handle(objs, "decide")}
 
     @app.post("/v1/events", openapi_extra=many_events, tags=["events"])
     async def ingest(request: Request) -> Any:
         """Store events without deciding (labels, logins ...): one object or a list."""
         obj = await read_json(request, limit)
         if isinstance(obj, dict):
-            return (await service.handle([obj], decide=False, batch=False))[0]
+            return (await service.handle([obj], "ingest", batch=False))[0]
         objs = _as_list(obj, settings.max_batch_events)
-        return {"results": await service.handle(objs, decide=False)}
+        return {"results": await service.handle(objs, "ingest")}
+
+    @app.post("/v1/stream", openapi_extra=many_events, tags=["events"])
+    async def stream(request: Request) -> Any:
+        """An ordered list of mixed events, as a replay sends them: the events whose type has a
+        strategy are decided, the others stored; results come back in the same order."""
+        objs = _as_list(await read_json(request, limit), settings.max_batch_events)
+        return {"results": await service.handle(objs, "stream")}
 
     @app.get("/v1/decisions/{decision_id}", tags=["decisions"])
     def get_decision(decision_id: str) -> Any:

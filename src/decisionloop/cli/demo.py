@@ -62,7 +62,7 @@ def run_demo(
     console.print(f"API docs:   {server.url}/docs     metrics: {server.url}/metrics")
     console.print(f"try:        curl -s {server.url}/v1/summary")
     console.rule(f"[bold]4. replaying {len(live)} live events at {rate:.0f} events/s")
-    stats = replay_with_summary(console, live, server.url, rate, ["transaction"], 50)
+    stats = replay_with_summary(console, live, server.url, rate, 100)
     console.print(
         f"replayed {stats.sent} events, {stats.decided} decisions, "
         f"{stats.errors} errors; files: {', '.join(sorted(files))}"

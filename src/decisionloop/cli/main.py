@@ -160,14 +160,13 @@ def replay(
     file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL of events"),
     url: str = typer.Option("http://127.0.0.1:8000", help="The running service"),
     rate: float = typer.Option(200.0, help="Events per second; 0 = as fast as possible"),
-    decide: list[str] = typer.Option(["transaction"], help="Event types to decide"),
-    batch: int = typer.Option(50, help="Most events per request"),
+    batch: int = typer.Option(100, help="Most events per request"),
     limit: int | None = typer.Option(None, help="Stop after this many events"),
 ) -> None:
     """Stream history through a running service at a chosen speed, with a live summary."""
     from decisionloop.ingest.replay import iter_events
 
-    stats = replay_with_summary(console, iter_events(file, limit), url, rate, decide, batch)
+    stats = replay_with_summary(console, iter_events(file, limit), url, rate, batch)
     if stats.errors:
         err.print(f"[red]{stats.errors} failed requests[/]; last: {stats.last_error}")
         raise typer.Exit(code=1)

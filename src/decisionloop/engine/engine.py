@@ -81,13 +81,9 @@ class DecisionEngine:
         started = time.perf_counter()
         values = self.features.observe(event)
         after_features = time.perf_counter()
-        strategy = self.strategies.get(event.type)
+        strategy = self.strategies[event.type]  # the service decides only types with one
         row: dict[str, Any] = {**event.values, "occurred_at": event.occurred_at, **values}
-        fired: list[CompiledRule] = []
-        if strategy is not None:
-            for rule in strategy.rules:
-                if rule.predicate(row) is True:
-                    fired.append(rule)
+        fired = [rule for rule in strategy.rules if rule.predicate(row) is True]
         after_rules = time.perf_counter()
         reasons = [
             Reason(
@@ -101,22 +97,18 @@ class DecisionEngine:
             )
             for r in fired
         ]
-        if strategy is None:
-            outcome, score, version = "approve", 0.0, f"none+{self.fingerprint}"
-        else:
-            outcome, score, by_threshold = strategy.combine(fired)
-            version = strategy.version
-            if by_threshold is not None:
-                reasons.append(
-                    Reason(
-                        "threshold",
-                        f"score>={by_threshold}",
-                        "score threshold",
-                        by_threshold,
-                        score,
-                        {"score": score},
-                    )
+        outcome, score, by_threshold = strategy.combine(fired)
+        if by_threshold is not None:
+            reasons.append(
+                Reason(
+                    "threshold",
+                    f"score>={by_threshold}",
+                    "score threshold",
+                    by_threshold,
+                    score,
+                    {"score": score},
                 )
+            )
         finished = time.perf_counter()
         return Decision(
             decision_id=new_decision_id(),
@@ -126,7 +118,7 @@ class DecisionEngine:
             decided_at=datetime.now(UTC),
             outcome=outcome,
             score=score,
-            strategy_version=version,
+            strategy_version=strategy.version,
             reasons=reasons,
             trace_us={
                 "validate": validate_us,

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -38,6 +38,8 @@ from decisionloop.storage.ports import Record, SourceLog
 
 log = logging.getLogger(__name__)
 Answer = dict[str, Any]
+# decide: every event gets a decision; ingest: store only; stream: decide what has a strategy.
+Mode = Literal["decide", "ingest", "stream"]
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Prepared:
     record: Record | None = None
     earlier: Awaitable[Answer] | None = None  # a repeat of an event still in flight
     stored: bool = False  # a repeat of an event already stored
+    decide: bool = True
 
 
 class DecisionService:
@@ -89,14 +92,22 @@ class DecisionService:
         return {"events": len(self._known), "replayed": replayed, "skipped": skipped}
 
     # -- the hot path -------------------------------------------------------------------------
-    def validate_many(self, objs: Sequence[Any], batch: bool) -> list[Event]:
+    def validate_many(self, objs: Sequence[Any], batch: bool, mode: Mode) -> list[Event]:
         events: list[Event] = []
         problems: list[Problem] = []
         parse = self.engine.catalog.parse
+        strategies = self.engine.strategies
         for i, obj in enumerate(objs):
-            event, found = parse(obj, f"body[{i}]" if batch else "body")
+            path = f"body[{i}]" if batch else "body"
+            event, found = parse(obj, path)
             if event is None:
                 problems.extend(found)
+            elif mode == "decide" and event.type not in strategies:
+                reason = (
+                    f"no strategy decides {event.type!r} events; store them with POST /v1/events"
+                    " or declare a strategy for them"
+                )
+                problems.append(Problem(f"{path}.type", reason))
             else:
                 events.append(event)
         if problems:
@@ -148,20 +159,24 @@ class DecisionService:
                 self.rule_hits[reason.id] += 1
         self.recent.appendleft(answer)
 
-    async def handle(self, objs: Sequence[Any], decide: bool, batch: bool = True) -> list[Answer]:
-        """Validate all, decide each, make the new ones durable together, answer in order."""
+    async def handle(self, objs: Sequence[Any], mode: Mode, batch: bool = True) -> list[Answer]:
+        """Validate all, decide or store each, make the new ones durable together, answer in
+        order. ``stream`` decides the events whose type has a strategy and stores the rest."""
         started = time.perf_counter()
-        events = self.validate_many(objs, batch)
+        events = self.validate_many(objs, batch, mode)
         validate_us = (time.perf_counter() - started) * 1e6 / max(len(events), 1)
         loop = asyncio.get_running_loop()
         prepared: list[Prepared] = []
         owned: list[str] = []
+        strategies = self.engine.strategies
         for event in events:
+            decide = mode == "decide" or (mode == "stream" and event.type in strategies)
             item = self.prepare(event, validate_us, decide)
             if item.record is not None:
                 self._known.add(event.event_id)
                 self._inflight[event.event_id] = loop.create_future()
                 owned.append(event.event_id)
+            item.decide = decide
             prepared.append(item)
         records = [p.record for p in prepared if p.record is not None]
         try:
@@ -185,19 +200,20 @@ class DecisionService:
             if p.record is not None and p.answer is not None:
                 future = self._inflight.pop(p.event.event_id)
                 future.set_result(p.answer)
-        return [await self._answer(p, decide) for p in prepared]
+        return [await self._answer(p) for p in prepared]
 
-    async def _answer(self, p: Prepared, decide: bool) -> Answer:
+    async def _answer(self, p: Prepared) -> Answer:
+        event_id = p.event.event_id
         if p.answer is not None:
             return p.answer
+        if not p.decide:
+            return {"event_id": event_id, "status": "duplicate"}
         if p.earlier is not None:
-            return self._as_repeat(await p.earlier, decide)
-        stored = await asyncio.to_thread(self.source.decision_for_event, p.event.event_id)
-        return self._as_repeat(stored, decide, p.event.event_id)
+            return self._as_repeat(await p.earlier, event_id)
+        stored = await asyncio.to_thread(self.source.decision_for_event, event_id)
+        return self._as_repeat(stored, event_id)
 
-    def _as_repeat(self, original: Answer | None, decide: bool, event_id: str = "") -> Answer:
-        if not decide:
-            return {"event_id": event_id or (original or {}).get("event_id"), "status": "duplicate"}
+    def _as_repeat(self, original: Answer | None, event_id: str) -> Answer:
         if original is None or "decision_id" not in original:
             raise DuplicateEventError(
                 "event already ingested without a decision",
@@ -215,8 +231,8 @@ class DecisionService:
             self.metrics.events.labels(record.event_type).inc()
 
     # -- synchronous use (CLI, tests, in-process replay) --------------------------------------
-    def handle_sync(self, objs: Sequence[Any], decide: bool) -> list[Answer]:
-        return asyncio.run(self.handle(objs, decide, batch=True))
+    def handle_sync(self, objs: Sequence[Any], mode: Mode) -> list[Answer]:
+        return asyncio.run(self.handle(objs, mode, batch=True))
 
     def ingest_valid(self, events: Sequence[Event]) -> tuple[Future[None], int]:
         """Bulk path for the importer: observe and store validated events not seen before."""

@@ -1,7 +1,7 @@
 """Replay history through a running service at a chosen speed, keeping the events' order.
 
-Consecutive events bound for the same endpoint travel together (decided types to
-``/v1/decide/batch``, the rest to ``/v1/events``), so order is kept while requests stay few.
+Events travel in ordered batches to ``/v1/stream``, which decides those whose type has a strategy
+and stores the rest: one request per batch, whatever the mix of types.
 """
 
 from __future__ import annotations
@@ -41,22 +41,6 @@ class ReplayStats:
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _runs(
-    events: Iterable[dict[str, Any]], decide_types: set[str], size: int
-) -> Iterator[tuple[bool, list[dict[str, Any]]]]:
-    run: list[dict[str, Any]] = []
-    deciding = False
-    for event in events:
-        wants = event.get("type") in decide_types
-        if run and (wants != deciding or len(run) >= size):
-            yield deciding, run
-            run = []
-        deciding = wants
-        run.append(event)
-    if run:
-        yield deciding, run
-
-
 def iter_events(path: Path, limit: int | None = None) -> Iterator[dict[str, Any]]:
     count = 0
     for rows in read_rows(path):
@@ -69,29 +53,41 @@ def iter_events(path: Path, limit: int | None = None) -> Iterator[dict[str, Any]
                 return
 
 
+def _batches(events: Iterable[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for event in events:
+        batch.append(event)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def replay(
     events: Iterable[dict[str, Any]],
     url: str,
     rate: float = 0.0,
-    decide_types: Iterable[str] = ("transaction",),
     batch_size: int = 50,
     on_progress: Callable[[ReplayStats], None] | None = None,
     timeout: float = 30.0,
 ) -> ReplayStats:
-    """Send events in order; ``rate`` events per second (0: as fast as the service answers)."""
+    """Send events in order; ``rate`` events per second (0: as fast as the service answers).
+
+    At a set rate, batches shrink so that events leave close to their due time."""
     stats = ReplayStats()
-    wanted = set(decide_types)
+    if rate > 0:
+        batch_size = max(1, min(batch_size, int(rate / 20)))  # about 20 requests per second
     with httpx.Client(base_url=url, timeout=timeout) as client:
-        for deciding, run in _runs(events, wanted, batch_size):
+        for run in _batches(events, batch_size):
             if rate > 0:
                 due = stats.started + stats.sent / rate
                 pause = due - time.perf_counter()
                 if pause > 0:
                     time.sleep(pause)
-            path = "/v1/decide/batch" if deciding else "/v1/events"
             sent_at = time.perf_counter()
             try:
-                response = client.post(path, json=run)
+                response = client.post("/v1/stream", json=run)
             except httpx.HTTPError as exc:
                 stats.errors += 1
                 stats.last_error = f"{type(exc).__name__}: {exc}"
@@ -102,8 +98,10 @@ def replay(
             if response.status_code != 200:
                 stats.errors += 1
                 stats.last_error = response.text[:300]
-            elif deciding:
-                for decision in response.json()["decisions"]:
+            else:
+                for decision in response.json()["results"]:
+                    if "decision_id" not in decision:
+                        continue
                     stats.decided += 1
                     stats.outcomes[decision["outcome"]] += 1
                     for reason in decision["reasons"]:
