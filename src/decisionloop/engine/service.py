@@ -149,13 +149,15 @@ class DecisionService:
         return Prepared(event, answer=answer, record=record)
 
     def _observe_decision(self, decision: Decision, answer: Answer) -> None:
-        self.metrics.decisions.labels(decision.event_type, decision.outcome).inc()
+        metrics = self.metrics
+        metrics.child(metrics.decisions, decision.event_type, decision.outcome).inc()
         self.outcomes[decision.outcome] += 1
         for stage, micros in decision.trace_us.items():
-            self.metrics.latency.labels(stage).observe(micros / 1e6)
+            metrics.child(metrics.latency, stage).observe(micros / 1e6)
         for reason in decision.reasons:
             if reason.kind == "rule":
-                self.metrics.rule_hits.labels(reason.id, str(reason.shadow).lower()).inc()
+                shadow = "true" if reason.shadow else "false"
+                metrics.child(metrics.rule_hits, reason.id, shadow).inc()
                 self.rule_hits[reason.id] += 1
         self.recent.appendleft(answer)
 
@@ -228,7 +230,7 @@ class DecisionService:
 
     def _count_stored(self, records: Sequence[Record]) -> None:
         for record in records:
-            self.metrics.events.labels(record.event_type).inc()
+            self.metrics.child(self.metrics.events, record.event_type).inc()
 
     # -- synchronous use (CLI, tests, in-process replay) --------------------------------------
     def handle_sync(self, objs: Sequence[Any], mode: Mode) -> list[Answer]:

@@ -8,7 +8,7 @@ The state is a cache: the service rebuilds it by replaying the source layer's lo
 
 from __future__ import annotations
 
-from bisect import bisect_right, insort
+from bisect import bisect_right
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,12 +57,16 @@ AGGREGATES: dict[str, Aggregate] = {
 }
 
 
-def _time(item: tuple[float, Any]) -> float:
-    return item[0]
-
-
 def feature_names(spec: FeatureSpec) -> list[str]:
     return [f"{spec.entity}.{spec.name}_{window}" for window in spec.windows]
+
+
+@dataclass
+class History:
+    """One entity's observations, sorted by time: parallel lists so that bisect runs in C."""
+
+    times: list[float] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -75,7 +79,7 @@ class OnlineFeature:
     windows: list[int]  # seconds, aligned with names
     aggregate: Aggregate
     applies: Callable[[Event], bool]
-    state: dict[str, list[tuple[float, Any]]] = field(default_factory=dict)
+    state: dict[str, History] = field(default_factory=dict)
 
     @property
     def horizon(self) -> int:
@@ -83,24 +87,35 @@ class OnlineFeature:
 
     def read(self, entity_id: str, now: float, out: dict[str, Any]) -> None:
         history = self.state.get(entity_id)
-        for name, window in zip(self.names, self.windows, strict=True):
-            if not history:
+        if history is None:
+            for name in self.names:
                 out[name] = self.aggregate([])
-                continue
-            # Window (now - w, now]: everything after the start, up to the current event.
-            start = bisect_right(history, now - window, key=_time)
-            end = bisect_right(history, now, key=_time)
-            out[name] = self.aggregate([v for _, v in history[start:end]])
+            return
+        times = history.times
+        end = bisect_right(times, now)  # up to and including the current instant
+        counting = self.aggregate is _count
+        for name, window in zip(self.names, self.windows, strict=True):
+            # Window (now - w, now]: everything after its start.
+            start = bisect_right(times, now - window, 0, end)
+            out[name] = end - start if counting else self.aggregate(history.values[start:end])
 
     def add(self, entity_id: str, ts: float, value: Any) -> None:
-        history = self.state.setdefault(entity_id, [])
-        if history and ts < history[-1][0]:
-            insort(history, (ts, value), key=_time)
+        history = self.state.get(entity_id)
+        if history is None:
+            history = self.state[entity_id] = History()
+        times = history.times
+        if times and ts < times[-1]:
+            at = bisect_right(times, ts)  # after equal instants: ingestion order among ties
+            times.insert(at, ts)
+            history.values.insert(at, value)
         else:
-            history.append((ts, value))
-        cutoff = history[-1][0] - self.horizon
-        if history[0][0] <= cutoff:
-            del history[: bisect_right(history, cutoff, key=_time)]
+            times.append(ts)
+            history.values.append(value)
+        cutoff = times[-1] - self.horizon
+        if times[0] <= cutoff:
+            drop = bisect_right(times, cutoff)
+            del times[:drop]
+            del history.values[:drop]
 
 
 class OnlineFeatures:
@@ -126,8 +141,9 @@ class OnlineFeatures:
         values: dict[str, Any] = {}
         ts = event.occurred_at.timestamp()
         fed = self._fed_by.get(event.type, set())
+        present = event.values
         for index, feature in enumerate(self.features):
-            entity_id = event.values.get(feature.key_field)
+            entity_id = present.get(feature.key_field)
             if entity_id is None:
                 continue
             counted = update and index in fed and feature.applies(event)
