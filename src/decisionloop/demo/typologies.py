@@ -1,4 +1,4 @@
-"""Simulation primitives shared with :mod:`decisionloop.demo.bank`, and the injected fraud.
+"""Simulation primitives shared by the demo bank modules, and the injected fraud.
 
 Times are int64 microseconds since ``BankConfig.start``; money is int64 cents (exact sums, so
 ``balance_before`` replays without float drift). Entities are integer indices until the bank turns
@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
-    from decisionloop.demo.bank import Population
+    from decisionloop.demo.population import Population
 
 Arr = npt.NDArray[Any]
 Rng = np.random.Generator
