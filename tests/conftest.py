@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import Result
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from decisionloop.api.app import create_app
+from decisionloop.cli.main import app
 from decisionloop.engine.service import DecisionService
 from decisionloop.project.scaffold import init_project
 from decisionloop.runtime import open_service
@@ -61,3 +66,23 @@ def transaction(event_id: str, **fields: Any) -> dict[str, Any]:
     }
     event.update(fields)
     return {k: v for k, v in event.items() if v is not ...}
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+@pytest.fixture
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No decisionloop.yaml from the working directory, no DECISIONLOOP_* from the environment."""
+    monkeypatch.chdir(tmp_path)
+    for name in [n for n in os.environ if n.startswith("DECISIONLOOP_")]:
+        monkeypatch.delenv(name)
+
+
+def cli(*args: object) -> Result:
+    """Run the command line in-process; a wide terminal so that rich does not wrap lines."""
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "2000"})
+
+
+def plain(text: str) -> str:
+    return ANSI.sub("", text)

@@ -18,15 +18,14 @@ import orjson
 import polars as pl
 import pytest
 from click.testing import Result
-from typer.testing import CliRunner
 
-from decisionloop.cli.main import app
 from decisionloop.engine.engine import build_engine
 from decisionloop.engine.service import DecisionService
 from decisionloop.ingest.importer import ImportReport, import_file
 from decisionloop.ingest.mapping import ColumnMapping
 from decisionloop.project.loader import load_project
 from decisionloop.storage.memory import MemorySourceLog
+from tests.conftest import cli, plain
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -41,26 +40,11 @@ LABEL_DELAY_S = 2 * 86_400  # the mapping's `delay: 2d`
 needs_paysim = pytest.mark.skipif(
     not PAYSIM.is_file(), reason=f"PaySim sample not found at {PAYSIM} (shared/ beside the repo)"
 )
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 SUMMARY = re.compile(r"^rows (\d+): stored (\d+) events, (\d+) duplicates, (\d+) bad rows$", re.M)
 
 
 # -- helpers ------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No decisionloop.yaml from the working directory, no DECISIONLOOP_* from the environment."""
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in os.environ if n.startswith("DECISIONLOOP_")]:
-        monkeypatch.delenv(name)
-
-
-def cli(*args: object) -> Result:
-    # A wide terminal so that rich does not wrap the lines the tests compare.
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "2000"})
-
-
-def plain(text: str) -> str:
-    return ANSI.sub("", text)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 def summary(result: Result) -> tuple[int, int, int, int]:

@@ -15,6 +15,7 @@ from decisionloop.project.scaffold import init_project
 from decisionloop.runtime import open_service
 from decisionloop.settings import load_settings
 from decisionloop.ui.live import RateMeter, rate_from_recent
+from tests.conftest import transaction
 
 NIGHT_TRANSFER = {
     "occurred_at": "2026-06-01T02:00:00+00:00",
@@ -23,22 +24,6 @@ NIGHT_TRANSFER = {
     "balance_before": 9000.0,
 }
 HOSTILE = '<script>alert("x")</script>&\''
-
-
-def transaction(event_id: str, **fields: Any) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "event_id": event_id,
-        "type": "transaction",
-        "occurred_at": "2026-06-01T12:00:00+00:00",
-        "customer_id": "C000001",
-        "account_id": "A000001-1",
-        "amount": 42.5,
-        "currency": "EUR",
-        "channel": "card_present",
-        "direction": "debit",
-    }
-    event.update(fields)
-    return event
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from the tool's output, and the exact shape of each message class is asserted.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,35 +14,20 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import Result
-from typer.testing import CliRunner
 
-from decisionloop.cli.main import app
 from decisionloop.engine.engine import compile_project
 from decisionloop.errors import DefinitionError
 from decisionloop.project.loader import load_project
 from decisionloop.project.scaffold import EXAMPLE, init_project
+from tests.conftest import cli, plain
 
-ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 OK = re.compile(
     r"^ok (?P<dir>.+): (?P<types>\d+) event types, (?P<features>\d+) features, "
     r"(?P<rules>\d+) rules, (?P<strategies>\d+) strategies \(fingerprint (?P<fp>[0-9a-f]{12})\)$"
 )
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.chdir(tmp_path)
-    for name in [n for n in os.environ if n.startswith("DECISIONLOOP_")]:
-        monkeypatch.delenv(name)
-
-
-def cli(*args: object) -> Result:
-    # A wide terminal so that rich does not wrap the lines compared below.
-    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "2000"})
-
-
-def plain(text: str) -> str:
-    return ANSI.sub("", text)
+pytestmark = pytest.mark.usefixtures("isolated")
 
 
 @dataclass
