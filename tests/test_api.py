@@ -246,6 +246,7 @@ def test_repeat_returns_the_original_decision_and_is_stored_once(
     metrics = client.get("/metrics").text
     assert 'decisionloop_events_ingested_total{event_type="transaction"} 2.0' in metrics
     assert "decisionloop_duplicate_events_total 2.0" in metrics
+    client.app.state.service.source.flush()  # the loader moves journaled records in batches
     # Same process, same configuration: DuckDB shares the open database with this connection.
     with duckdb.connect(str(settings.source_path())) as db:
         assert db.execute(

@@ -1,9 +1,12 @@
-"""The embedded source layer: one DuckDB file, one writer thread, group commit.
+"""The embedded source layer: a DuckDB file, fed through a journal with group commit.
 
-Requests hand their records to a queue and wait on a future. The writer drains whatever has queued
-since its last commit into one transaction (an Arrow table per table, one INSERT each), commits, and
-only then resolves the futures: many concurrent requests share one fsync, and an answer never
-leaves before its event is on disk. Readers use their own cursors; DuckDB's MVCC isolates them.
+Requests hand their records to a queue and wait on a future. One writer thread drains whatever
+has queued since its last write, appends it to the journal (:mod:`decisionloop.storage.journal`)
+and fsyncs once for all of them; only then are the futures resolved, so an answer never leaves
+before its event is on disk, and many concurrent requests share one fsync. A loader thread moves
+journaled records into DuckDB in large batches (a DuckDB commit costs milliseconds whatever it
+holds) and records how far it got; on start, whatever the journal holds beyond that mark is loaded
+first. Reads of decisions see records still waiting for the loader; scans wait for it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import orjson
 import pyarrow as pa
 
 from decisionloop.errors import StorageError
+from decisionloop.storage.journal import Journal, encode
 from decisionloop.storage.ports import Record, StoredEvent
 
 log = logging.getLogger(__name__)
@@ -34,6 +38,9 @@ CREATE TABLE IF NOT EXISTS events (
     occurred_at TIMESTAMPTZ NOT NULL,
     ingested_at TIMESTAMPTZ NOT NULL,  -- the time the event became available to the bank
     payload VARCHAR NOT NULL        -- JSON exactly as accepted
+);
+CREATE TABLE IF NOT EXISTS journal_mark (
+    loaded_seq BIGINT NOT NULL      -- every journal record up to here is in the tables above
 );
 CREATE TABLE IF NOT EXISTS decisions (
     decision_id VARCHAR NOT NULL,
@@ -55,25 +62,96 @@ def _from_epoch_us(micros: int) -> datetime:
     return _EPOCH + timedelta(microseconds=micros)
 
 
+# A journal row: seq, event_id, event_type, occurred_us, ingested_us, payload, decision_id,
+# outcome, decision (the last three None for events stored without a decision).
+Row = list[Any]
+_EVENT_COLUMNS = ("seq", "event_id", "event_type", "occurred_at", "ingested_at", "payload")
+
+
+def _epoch_us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _rows_to_tables(rows: list[Row]) -> tuple[pa.Table, pa.Table]:
+    columns = list(zip(*rows, strict=True))
+    events = pa.table(
+        {
+            "seq": pa.array(columns[0], pa.int64()),
+            "event_id": pa.array(columns[1], pa.string()),
+            "event_type": pa.array(columns[2], pa.string()),
+            "occurred_at": pa.array(columns[3], _TS),
+            "ingested_at": pa.array(columns[4], _TS),
+            "payload": pa.array(columns[5], pa.string()),
+        }
+    )
+    decided = [r for r in rows if r[6] is not None]
+    decisions = pa.table(
+        {
+            "decision_id": pa.array([r[6] for r in decided], pa.string()),
+            "event_id": pa.array([r[1] for r in decided], pa.string()),
+            "event_type": pa.array([r[2] for r in decided], pa.string()),
+            "occurred_at": pa.array([r[3] for r in decided], _TS),
+            "outcome": pa.array([r[7] for r in decided], pa.string()),
+            "body": pa.array([r[8] for r in decided], pa.string()),
+        }
+    )
+    return events, decisions
+
+
 class DuckDBSourceLog:
-    def __init__(self, path: Path, max_group: int = 1024) -> None:
+    def __init__(self, path: Path, max_group: int = 1024, load_interval: float = 0.25) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_group = max_group
+        self.load_interval = load_interval
         try:
             self._conn = duckdb.connect(str(path))
             self._conn.execute(SCHEMA)
-            row = self._conn.execute("SELECT coalesce(max(seq) + 1, 0) FROM events").fetchone()
+            self._loaded_seq = self._mark()
         except duckdb.Error as exc:
             raise StorageError(f"cannot open source layer {path}: {exc}") from exc
-        self._next_seq = int(row[0]) if row else 0
-        # The writer owns self._conn; readers get cursors from a separate root, one per call.
+        self._journal = Journal(path.parent / f"{path.name}.journal")
+        self._next_seq = self._recover()
+        # Journaled, not yet loaded: kept so that reads see them (guarded by _lock).
+        self._lock = threading.Lock()
+        self._pending: list[Row] = []
+        self._pending_decisions: dict[str, str] = {}
+        self._pending_by_event: dict[str, str] = {}
+        self._load_lock = threading.Lock()  # one load at a time: the loader's or a flush
         self._reader_root = self._conn.cursor()
         self._reader_lock = threading.Lock()
+        self.commits = 0  # group commits (fsyncs) done, for metrics
+        self.loads = 0  # batches moved into DuckDB
         self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
-        self.commits = 0  # group commits done, for metrics
+        self._wake = threading.Event()
+        self._stopping = False
         self._writer = threading.Thread(target=self._run, name="source-writer", daemon=True)
+        self._loader = threading.Thread(target=self._load_loop, name="source-loader", daemon=True)
         self._writer.start()
+        self._loader.start()
+
+    def _mark(self) -> int:
+        row = self._conn.execute(
+            "SELECT coalesce((SELECT max(loaded_seq) FROM journal_mark), "
+            "(SELECT max(seq) FROM events), -1)"
+        ).fetchone()
+        return int(row[0]) if row else -1
+
+    def _recover(self) -> int:
+        """Load what the journal holds beyond DuckDB's mark; return the next sequence number."""
+        last = self._loaded_seq
+        batch: list[Row] = []
+        for row in self._journal.recover():
+            last = max(last, int(row[0]))
+            if int(row[0]) > self._loaded_seq:
+                batch.append(row)
+            if len(batch) >= 50_000:
+                self._insert(batch)
+                batch = []
+        if batch:
+            self._insert(batch)
+        self._journal.release(self._loaded_seq)
+        return last + 1
 
     # -- writing ------------------------------------------------------------------------------
     def submit(self, records: Sequence[Record]) -> Future[None]:
@@ -104,50 +182,80 @@ class DuckDBSourceLog:
                 return
 
     def _commit(self, items: list[_Item]) -> None:
-        records = [r for batch, _ in items for r in batch]
+        rows = [self._row(r) for batch, _ in items for r in batch]
         try:
-            self._write(records)
+            if rows:
+                self._journal.append([encode(r) for r in rows], rows[-1][0])
         except Exception as exc:  # resolve every waiter, never leave a request hanging
-            log.exception("group commit of %d records failed", len(records))
-            error = StorageError(f"could not store {len(records)} event(s): {exc}")
+            log.exception("journal append of %d records failed", len(rows))
+            self._journal.abandon_segment()
+            error = StorageError(f"could not store {len(rows)} event(s): {exc}")
             for _, future in items:
                 future.set_exception(error)
             return
+        with self._lock:
+            self._pending.extend(rows)
+            for row in rows:
+                if row[6] is not None:
+                    self._pending_decisions[row[6]] = row[8]
+                    self._pending_by_event[row[1]] = row[6]
         self.commits += 1
         for _, future in items:
             future.set_result(None)
 
-    def _write(self, records: list[Record]) -> None:
-        first_seq = self._next_seq
-        events = pa.table(
-            {
-                "seq": pa.array(range(first_seq, first_seq + len(records)), pa.int64()),
-                "event_id": [r.event_id for r in records],
-                "event_type": [r.event_type for r in records],
-                "occurred_at": pa.array([r.occurred_at for r in records], _TS),
-                "ingested_at": pa.array([r.ingested_at for r in records], _TS),
-                "payload": [r.payload.decode() for r in records],
-            }
-        )
-        decided = [r for r in records if r.decision is not None]
-        decisions = pa.table(
-            {
-                "decision_id": [r.decision_id for r in decided],
-                "event_id": [r.event_id for r in decided],
-                "event_type": [r.event_type for r in decided],
-                "occurred_at": pa.array([r.occurred_at for r in decided], _TS),
-                "outcome": [r.outcome for r in decided],
-                "body": [r.decision.decode() for r in decided if r.decision is not None],
-            }
-        )
+    def _row(self, record: Record) -> Row:
+        seq = self._next_seq
+        self._next_seq += 1
+        decision = record.decision.decode() if record.decision is not None else None
+        return [
+            seq,
+            record.event_id,
+            record.event_type,
+            _epoch_us(record.occurred_at),
+            _epoch_us(record.ingested_at),
+            record.payload.decode(),
+            record.decision_id,
+            record.outcome,
+            decision,
+        ]
+
+    # -- loading into DuckDB ------------------------------------------------------------------
+    def _load_loop(self) -> None:
+        while not self._stopping:
+            self._wake.wait(self.load_interval)
+            self._wake.clear()
+            self.flush()
+        self.flush()
+
+    def flush(self) -> None:
+        """Move every journaled record into DuckDB now."""
+        with self._load_lock:
+            with self._lock:
+                rows = list(self._pending)
+            if not rows:
+                return
+            self._insert(rows)
+            with self._lock:
+                del self._pending[: len(rows)]
+                for row in rows:
+                    if row[6] is not None:
+                        self._pending_decisions.pop(row[6], None)
+                        self._pending_by_event.pop(row[1], None)
+            self.loads += 1
+            self._journal.release(self._loaded_seq)
+
+    def _insert(self, rows: list[Row]) -> None:
+        events, decisions = _rows_to_tables(rows)
         conn = self._conn
         conn.execute("BEGIN TRANSACTION")
         try:
             conn.register("new_events", events)
             conn.execute("INSERT INTO events SELECT * FROM new_events")
-            if decided:
+            if decisions.num_rows:
                 conn.register("new_decisions", decisions)
                 conn.execute("INSERT INTO decisions SELECT * FROM new_decisions")
+            conn.execute("DELETE FROM journal_mark")
+            conn.execute("INSERT INTO journal_mark VALUES (?)", [int(rows[-1][0])])
             conn.execute("COMMIT")
         except Exception:
             conn.execute("ROLLBACK")
@@ -155,7 +263,7 @@ class DuckDBSourceLog:
         finally:
             conn.unregister("new_events")
             conn.unregister("new_decisions")
-        self._next_seq += len(records)
+        self._loaded_seq = int(rows[-1][0])
 
     # -- reading ------------------------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
@@ -163,6 +271,7 @@ class DuckDBSourceLog:
             return self._reader_root.cursor()
 
     def event_ids(self) -> Iterator[str]:
+        self.flush()
         cursor = self._cursor()
         result = cursor.execute("SELECT event_id FROM events")
         while batch := result.fetchmany(50_000):
@@ -170,6 +279,7 @@ class DuckDBSourceLog:
                 yield event_id
 
     def scan(self, since: datetime | None = None) -> Iterator[StoredEvent]:
+        self.flush()
         cursor = self._cursor()
         sql = (
             "SELECT seq, event_id, event_type, epoch_us(occurred_at), epoch_us(ingested_at), "
@@ -188,13 +298,23 @@ class DuckDBSourceLog:
                 )
 
     def max_occurred_at(self) -> datetime | None:
+        self.flush()
         row = self._cursor().execute("SELECT epoch_us(max(occurred_at)) FROM events").fetchone()
         return _from_epoch_us(row[0]) if row and row[0] is not None else None
 
     def decision(self, decision_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            pending = self._pending_decisions.get(decision_id)
+        if pending is not None:
+            return orjson.loads(pending)  # type: ignore[no-any-return]
         return self._one("SELECT body FROM decisions WHERE decision_id = ?", decision_id)
 
     def decision_for_event(self, event_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            decision_id = self._pending_by_event.get(event_id)
+            pending = self._pending_decisions.get(decision_id) if decision_id else None
+        if pending is not None:
+            return orjson.loads(pending)  # type: ignore[no-any-return]
         return self._one("SELECT body FROM decisions WHERE event_id = ? LIMIT 1", event_id)
 
     def _one(self, sql: str, key: str) -> dict[str, Any] | None:
@@ -202,6 +322,7 @@ class DuckDBSourceLog:
         return orjson.loads(row[0]) if row else None
 
     def count(self) -> int:
+        self.flush()
         row = self._cursor().execute("SELECT count(*) FROM events").fetchone()
         return int(row[0]) if row else 0
 
@@ -209,6 +330,11 @@ class DuckDBSourceLog:
         if self._writer.is_alive():
             self._queue.put(_STOP)
             self._writer.join()
+        self._stopping = True
+        self._wake.set()
+        if self._loader.is_alive():
+            self._loader.join()
+        self._journal.close()
         try:
             self._conn.execute("CHECKPOINT")
         finally:
