@@ -124,20 +124,18 @@ def create_app(service: DecisionService, settings: Settings) -> FastAPI:
         return {"results": await service.handle(objs, "stream")}
 
     @app.get("/v1/decisions/{decision_id}", tags=["decisions"])
-    def get_decision(decision_id: str) -> Any:
+    async def get_decision(decision_id: str) -> Any:
         """A stored decision, as it was returned."""
-        return service.decision(decision_id)
+        return await service.decision(decision_id)
 
+    # The operational endpoints are async: answered on the event loop that owns the service's
+    # state, with no thread hop and nothing read while it is being written.
     @app.get("/healthz", tags=["operations"])
-    def healthz() -> Any:
-        return {
-            "status": "ok",
-            "version": __version__,
-            "events": service.summary()["events_stored"],
-        }
+    async def healthz() -> Any:
+        return {"status": "ok", "version": __version__, "events": service.events_stored}
 
     @app.get("/metrics", tags=["operations"])
-    def metrics() -> Response:
+    async def metrics() -> Response:
         service.metrics.group_commits.set(getattr(service.source, "commits", 0))
         service.metrics.entities.set(service.engine.features.entities())
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")

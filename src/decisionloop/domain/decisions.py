@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+# Seeded once from the OS: os.urandom per decision releases the GIL on the hot path, and the
+# source writer thread can then keep it for a whole switch interval (milliseconds).
+_ids = random.Random(os.urandom(16))
+
 
 def new_decision_id() -> str:
     """Time-ordered and unique: 48 bits of milliseconds then 64 random bits (ULID-like, hex)."""
-    return f"dec_{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
+    return f"dec_{time.time_ns() // 1_000_000:012x}{_ids.getrandbits(64):016x}"
 
 
 @dataclass(frozen=True, slots=True)

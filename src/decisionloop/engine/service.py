@@ -254,22 +254,28 @@ class DecisionService:
         return self.source.submit(records), len(records)
 
     # -- reads --------------------------------------------------------------------------------
-    def decision(self, decision_id: str) -> Answer:
+    async def decision(self, decision_id: str) -> Answer:
+        """A decision by id: recent ones from memory (on the event loop that writes them), the
+        rest from the source layer in a worker thread."""
         for answer in self.recent:
             if answer["decision_id"] == decision_id:
                 return answer
-        found = self.source.decision(decision_id)
+        found = await asyncio.to_thread(self.source.decision, decision_id)
         if found is None:
             raise NotFoundError(
                 "decision not found", [Problem("path.decision_id", f"no decision {decision_id!r}")]
             )
         return found
 
-    def summary(self) -> dict[str, Any]:
+    @property
+    def events_stored(self) -> int:
+        return len(self._known)
+
+    def summary(self) -> dict[str, Any]:  # call on the event loop: it reads live counters
         """What the live page shows: totals, outcome mix, top rules, latest decisions."""
         return {
             "uptime_s": round(time.time() - self.started_at, 1),
-            "events_stored": len(self._known),
+            "events_stored": self.events_stored,
             "outcomes": dict(self.outcomes),
             "top_rules": self.rule_hits.most_common(10),
             "recent": list(self.recent)[:25],
