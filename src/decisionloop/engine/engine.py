@@ -20,24 +20,47 @@ from decisionloop.errors import DefinitionError, ExpressionError, Problem
 from decisionloop.features.online import OnlineFeatures, compile_features
 from decisionloop.project.definitions import RuleSpec, StrategySpec
 from decisionloop.project.loader import Project, load_project
-from decisionloop.rules.expressions import Compiled, Compiler
+from decisionloop.rules.expressions import Checked, Compiled, Compiler
+from decisionloop.rules.online import OnlineRules, compile_online
+from decisionloop.rules.typecheck import SqlType, field_type
 
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     spec: RuleSpec
-    predicate: Compiled
+    predicate: Compiled  # the reference closure (explanations, tests); decide uses `evaluate`
     reads: list[str]
     shadow: bool
+    checked: Checked | None = None
 
 
 @dataclass(frozen=True)
 class CompiledStrategy:
+    """A strategy's active and shadow rules, all compiled into one generated function."""
+
     spec: StrategySpec
     version: str
     rules: list[CompiledRule]
     severity: dict[str, int]
     thresholds: list[tuple[float, str]]  # highest score first
+    online: OnlineRules | None = None  # built from `rules` when not given
+
+    def __post_init__(self) -> None:
+        if self.online is None:
+            checked = [r.checked for r in self.rules]
+            if all(c is not None for c in checked):
+                online = compile_online([c for c in checked if c is not None])
+                object.__setattr__(self, "online", online)
+
+    def evaluate(self, row: dict[str, Any]) -> list[CompiledRule]:
+        """The rules whose predicate is TRUE for the row, in declaration order."""
+        if self.online is not None:
+            rules = self.rules
+            try:
+                return [rules[i] for i in self.online.evaluate(row)]
+            except OverflowError:  # an integer beyond any float: the closures compare it exactly
+                pass
+        return [rule for rule in self.rules if rule.predicate(row) is True]
 
     def combine(self, fired: list[CompiledRule]) -> tuple[str, float, str | None]:
         """Most severe outcome wins; scores add; thresholds map the total to an outcome."""
@@ -83,7 +106,7 @@ class DecisionEngine:
         after_features = time.perf_counter()
         strategy = self.strategies[event.type]  # the service decides only types with one
         row: dict[str, Any] = {**event.values, "occurred_at": event.occurred_at, **values}
-        fired = [rule for rule in strategy.rules if rule.predicate(row) is True]
+        fired = strategy.evaluate(row)
         after_rules = time.perf_counter()
         reasons = [
             Reason(
@@ -184,8 +207,11 @@ def build_engine(project: Project) -> DecisionEngine:
         event_type = types.get(event_type_name)
         if event_type is None:
             continue
-        scope = _field_scope(event_type) | {
-            name for f in features.features if f.key_field in event_type.fields for name in f.names
+        scope = _typed_scope(event_type) | {
+            name: "number"
+            for f in features.features
+            if f.key_field in event_type.fields
+            for name in f.names
         }
         compiler = Compiler(scope)
         rules: list[CompiledRule] = []
@@ -195,12 +221,14 @@ def build_engine(project: Project) -> DecisionEngine:
                 source = project.expression_source(key, ("rules", index, "when"))
                 try:
                     # Drafts and retired rules are compiled too, so that validate checks them.
-                    predicate, reads = compiler.compile(rule.when, source)
+                    checked = compiler.check(rule.when, source)
                 except ExpressionError as exc:
                     problems.extend(exc.problems)
                     continue
                 if rule.status in ("shadow", "active"):
-                    rules.append(CompiledRule(rule, predicate, reads, rule.status == "shadow"))
+                    shadow = rule.status == "shadow"
+                    predicate = compiler.closure(checked)
+                    rules.append(CompiledRule(rule, predicate, checked.reads, shadow, checked))
         strategies[event_type_name] = CompiledStrategy(
             spec=spec,
             version=f"{event_type_name}@v{spec.version}+{project.fingerprint}",
@@ -215,6 +243,13 @@ def build_engine(project: Project) -> DecisionEngine:
 
 def _field_scope(event_type: EventType) -> set[str]:
     return set(event_type.fields) | {"occurred_at"}
+
+
+def _typed_scope(event_type: EventType) -> dict[str, SqlType]:
+    """Each field with its expression type (enums are strings); ``occurred_at`` a timestamp."""
+    scope = {name: field_type(spec.type) for name, spec in event_type.fields.items()}
+    scope["occurred_at"] = "timestamp"
+    return scope
 
 
 def _event_predicate(predicate: Compiled) -> Callable[[Event], bool]:

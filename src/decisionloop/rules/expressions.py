@@ -1,9 +1,13 @@
-"""SQL predicates: parsed with sqlglot, checked against a whitelist, compiled to Python closures.
+"""SQL predicates: parsed with sqlglot, checked against a whitelist, typed, compiled to closures.
 
 The pipeline follows sqlglot's own: text -> tokens -> tree (sqlglot) -> whitelist check (here) ->
-code (a closure per node, built once). NULL follows SQL's three-valued logic: ``None`` is unknown,
-``AND``/``OR``/``NOT`` treat it as SQL does, and comparisons or arithmetic with it give ``None``.
-A rule fires only when its predicate is exactly ``True``.
+names and types (:mod:`decisionloop.rules.typecheck`) -> :class:`Checked`, the one input of every
+back end: the closures here (one per node, the reference semantics), the online compiler
+(:mod:`decisionloop.rules.online`, every rule of a strategy in one generated function) and the SQL
+compiler (:mod:`decisionloop.rules.sql`, DuckDB and Spark for backtests). NULL follows SQL's
+three-valued logic: ``None`` is unknown, ``AND``/``OR``/``NOT`` treat it as SQL does, and
+comparisons or arithmetic with it give ``None``. A rule fires only when its predicate is exactly
+``True``. Functions behave as DuckDB's do (:mod:`decisionloop.rules.functions`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,18 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from decisionloop.errors import ExpressionError, Problem
+from decisionloop.rules.functions import (
+    like_matcher,
+    sql_dayofweek,
+    sql_div,
+    sql_greatest,
+    sql_hour,
+    sql_least,
+    sql_lower,
+    sql_mod,
+    sql_upper,
+)
+from decisionloop.rules.typecheck import SqlType, TypeChecker, field_type
 
 Row = Mapping[str, Any]
 Compiled = Callable[[Row], Any]
@@ -118,6 +134,23 @@ def parse(text: str, source: Source) -> exp.Expression:
     return tree
 
 
+def _closed_span(text: str, node: exp.Expression) -> tuple[int, int]:
+    """A node's span, widened over the closing parentheses its tokens leave out (``hour(x)``:
+    the ``)`` is no node's token)."""
+    start, length = _node_span(node)
+    end = start + length
+    if isinstance(node, exp.Neg):  # the minus sign carries no position
+        before = text[:start].rstrip()
+        if before.endswith("-"):
+            start = len(before) - 1
+    while text.count("(", start, end) > text.count(")", start, end):
+        after = len(text[end:]) - len(text[end:].lstrip())
+        if text[end + after : end + after + 1] != ")":
+            break
+        end += after + 1
+    return start, end - start
+
+
 def _refused_span(text: str, node: exp.Expression) -> tuple[int, int]:
     """A subquery's own tokens (the parentheses, SELECT) carry no position: widen its span to
     the ``(SELECT ... )`` that holds the positioned tokens inside it."""
@@ -163,7 +196,8 @@ def _offset(text: str, line: int, col: int) -> int:
     return sum(len(x) + 1 for x in lines[: line - 1]) + max(col - 1, 0)
 
 
-_BINARY: dict[type[exp.Expression], Callable[[Any, Any], Any]] = {
+# Operators that are NULL when either side is NULL; the rest follow their own NULL rules.
+BINARY: dict[type[exp.Expression], Callable[[Any, Any], Any]] = {
     exp.EQ: operator.eq,
     exp.NEQ: operator.ne,
     exp.GT: operator.gt,
@@ -173,14 +207,18 @@ _BINARY: dict[type[exp.Expression], Callable[[Any, Any], Any]] = {
     exp.Add: operator.add,
     exp.Sub: operator.sub,
     exp.Mul: operator.mul,
+    # SQL (DuckDB) gives NULL on division by zero rather than failing the whole decision.
+    exp.Div: sql_div,
+    exp.Mod: sql_mod,
 }
-_FUNCTIONS: dict[type[exp.Expression], Callable[[Any], Any]] = {
+# One-argument functions that are NULL on NULL.
+FUNCTIONS: dict[type[exp.Expression], Callable[[Any], Any]] = {
     exp.Abs: abs,
-    exp.Lower: str.lower,
-    exp.Upper: str.upper,
-    exp.Hour: lambda t: t.hour,
-    # ISO numbering as in DuckDB's dayofweek: Sunday = 0 ... Saturday = 6
-    exp.DayOfWeek: lambda t: t.isoweekday() % 7,
+    exp.Lower: sql_lower,
+    exp.Upper: sql_upper,
+    exp.Hour: sql_hour,
+    # ISO numbering as in DuckDB's dayofweek: Sunday = 0 ... Saturday = 6, in UTC
+    exp.DayOfWeek: sql_dayofweek,
 }
 _ALLOWED: tuple[type[exp.Expression], ...] = (
     exp.And,
@@ -192,8 +230,6 @@ _ALLOWED: tuple[type[exp.Expression], ...] = (
     exp.Between,
     exp.Like,
     exp.ILike,
-    exp.Div,
-    exp.Mod,
     exp.Neg,
     exp.Literal,
     exp.Boolean,
@@ -206,8 +242,8 @@ _ALLOWED: tuple[type[exp.Expression], ...] = (
     exp.Least,
     exp.Greatest,
     exp.Anonymous,
-    *_BINARY,
-    *_FUNCTIONS,
+    *BINARY,
+    *FUNCTIONS,
 )
 
 
@@ -222,6 +258,9 @@ def _violations(node: exp.Expression) -> Iterable[tuple[exp.Expression, str]]:
     if isinstance(node, exp.Column) and node.args.get("db") is not None:
         yield node, f"{column_name(node)!r}: names have at most one dot (entity.feature)"
         return
+    if isinstance(node, exp.Between) and node.args.get("symmetric"):
+        yield node, "BETWEEN SYMMETRIC is not allowed in a rule expression"
+        return
     for child in node.iter_expressions():
         yield from _violations(child)
 
@@ -234,17 +273,40 @@ _DESCRIBE: dict[type[exp.Expression], str] = {
 }
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A predicate that parsed, passed the whitelist, refers to known names and is well typed:
+    the one input of every back end (closures, the online compiler, SQL)."""
+
+    text: str
+    tree: exp.Expression
+    reads: list[str]  # names read, in first-use order (for explanations)
+    type: SqlType
+    types: dict[str, SqlType]  # the type of every name read
+
+
+Scope = Mapping[str, SqlType | str] | Iterable[str]
+
+
 class Compiler:
-    """Compiles parsed predicates against the names and functions a scope declares."""
+    """Compiles parsed predicates against the names (with their types) and functions of a scope.
 
-    def __init__(
-        self, names: Iterable[str], functions: Mapping[str, CustomFunction] | None = None
-    ) -> None:
-        self.names = frozenset(names)
+    ``names`` maps each name to its type (``number``, ``integer``, ``string``, ``boolean``,
+    ``timestamp``, or a declared field type such as ``enum``); a plain iterable of names is
+    accepted too and leaves them untyped (``any``).
+    """
+
+    def __init__(self, names: Scope, functions: Mapping[str, CustomFunction] | None = None) -> None:
+        if isinstance(names, Mapping):
+            self.types: dict[str, SqlType] = {n: _scope_type(t) for n, t in names.items()}
+        else:
+            self.types = dict.fromkeys(names, "any")
+        self.names = frozenset(self.types)
         self.functions = dict(functions or {})
+        self._sorted_names = sorted(self.names)
 
-    def compile(self, text: str, source: Source) -> tuple[Compiled, list[str]]:
-        """Return the closure and the names it reads (in first-use order, for explanations)."""
+    def check(self, text: str, source: Source, condition: bool = True) -> Checked:
+        """Parse, whitelist, resolve names and type-check; every problem is reported at once."""
         tree = parse(text, source)
         used: list[str] = []
         problems: list[Problem] = []
@@ -254,7 +316,7 @@ class Compiler:
                 if name not in used:
                     used.append(name)
                 continue
-            close = get_close_matches(name, sorted(self.names), n=3)
+            close = get_close_matches(name, self._sorted_names, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             problems.append(
                 _problem(text, *_node_span(node), f"unknown name {name!r}{hint}", source)
@@ -264,9 +326,24 @@ class Compiler:
                 known = ", ".join(sorted(self.functions)) or "none"
                 reason = f"unknown function {call.name!r} (custom functions: {known})"
                 problems.append(_problem(text, *_node_span(call), reason, source))
-        if problems:
-            raise ExpressionError("expression refers to unknown names", problems)
-        return self._node(tree), used
+        checker = TypeChecker(self.types, column_name)
+        kind = checker.check_condition(tree) if condition else checker.infer(tree)
+        typed = [
+            _problem(text, *_closed_span(text, n), why, source) for n, why in checker.complaints
+        ]
+        if problems or typed:
+            message = "expression refers to unknown names" if problems else "type error"
+            raise ExpressionError(message, problems + typed)
+        return Checked(text, tree, used, kind, {n: self.types[n] for n in used})
+
+    def compile(self, text: str, source: Source) -> tuple[Compiled, list[str]]:
+        """Return the closure and the names it reads (in first-use order, for explanations)."""
+        checked = self.check(text, source)
+        return self.closure(checked), checked.reads
+
+    def closure(self, checked: Checked) -> Compiled:
+        """One Python closure per node of a checked tree (the reference semantics)."""
+        return self._node(checked.tree)
 
     def _node(self, node: exp.Expression) -> Compiled:
         if isinstance(node, exp.Paren):
@@ -275,7 +352,7 @@ class Compiler:
             name = column_name(node)
             return lambda row: row.get(name)
         if isinstance(node, exp.Literal):
-            value: Any = node.this if node.is_string else _number(node.this)
+            value: Any = literal_value(node)
             return lambda row: value
         if isinstance(node, exp.Boolean):
             flag = bool(node.this)
@@ -292,19 +369,24 @@ class Compiler:
         if isinstance(node, exp.Neg):
             inner = self._node(node.this)
             return lambda row: None if (v := inner(row)) is None else -v
-        binary = _BINARY.get(type(node))
+        binary = BINARY.get(type(node))
         if binary is not None:
             return _strict2(binary, self._node(node.this), self._node(node.expression))
-        if isinstance(node, exp.Div):
-            return _strict2(_divide, self._node(node.this), self._node(node.expression))
-        if isinstance(node, exp.Mod):
-            return _strict2(_modulo, self._node(node.this), self._node(node.expression))
-        function = _FUNCTIONS.get(type(node))
+        function = FUNCTIONS.get(type(node))
         if function is not None:
             inner = self._node(node.this)
             return lambda row: None if (v := inner(row)) is None else function(v)
+        if isinstance(node, exp.Is | exp.Like | exp.ILike) and node.args.get("negate"):
+            # sqlglot keeps `x NOT LIKE p` as a flag on the node: it is NOT (x LIKE p).
+            plain = node.copy()
+            plain.set("negate", None)
+            return self._node(exp.Not(this=plain))
         if isinstance(node, exp.Is):
             inner = self._node(node.this)
+            target = node.expression
+            if isinstance(target, exp.Boolean):
+                flag = bool(target.this)
+                return lambda row: inner(row) is flag
             return lambda row: inner(row) is None
         if isinstance(node, exp.In):
             return self._in(node)
@@ -315,16 +397,16 @@ class Compiler:
             return self._like(node)
         if isinstance(node, exp.Case):
             return self._case(node)
+        if isinstance(node, exp.If):
+            return self._case(if_as_case(node))
         if isinstance(node, exp.Coalesce):
             parts = [self._node(node.this), *(self._node(e) for e in node.expressions)]
             return lambda row: next((v for p in parts if (v := p(row)) is not None), None)
         if isinstance(node, exp.Least | exp.Greatest):
             parts = [self._node(node.this), *(self._node(e) for e in node.expressions)]
-            pick = min if isinstance(node, exp.Least) else max
             # DuckDB's least/greatest skip NULLs and give NULL only when all are NULL.
-            return lambda row: pick(
-                (vs := [v for p in parts if (v := p(row)) is not None]) or [None]
-            )
+            pick = sql_least if isinstance(node, exp.Least) else sql_greatest
+            return lambda row: pick(*(p(row) for p in parts))
         if isinstance(node, exp.Anonymous):
             function_impl = self.functions[node.name.lower()]
             args = [self._node(e) for e in node.expressions]
@@ -355,12 +437,17 @@ class Compiler:
         pattern_node = node.expression
         if not isinstance(pattern_node, exp.Literal) or not pattern_node.is_string:
             raise ExpressionError("LIKE needs a string literal pattern")
-        flags = re.IGNORECASE if isinstance(node, exp.ILike) else 0
-        regex = re.compile(_like_regex(pattern_node.this), flags | re.DOTALL)
-        return lambda row: None if (v := value(row)) is None else regex.fullmatch(v) is not None
+        matches = like_matcher(pattern_node.this, isinstance(node, exp.ILike))
+        return lambda row: None if (v := value(row)) is None else matches(v)
 
     def _case(self, node: exp.Case) -> Compiled:
-        branches = [(self._node(i.this), self._node(i.args["true"])) for i in node.args["ifs"]]
+        subject_node = node.args.get("this")
+        branches: list[tuple[Compiled, Compiled]] = []
+        for branch in node.args["ifs"]:
+            condition = branch.this
+            if subject_node is not None:  # CASE x WHEN v: the condition is x = v
+                condition = exp.EQ(this=subject_node, expression=condition)
+            branches.append((self._node(condition), self._node(branch.args["true"])))
         default_node = node.args.get("default")
         default = self._node(default_node) if default_node is not None else (lambda row: None)
 
@@ -373,21 +460,25 @@ class Compiler:
         return evaluate
 
 
+def if_as_case(node: exp.If) -> exp.Case:
+    """``if(c, a, b)`` is ``CASE WHEN c THEN a ELSE b END``."""
+    return exp.Case(
+        ifs=[exp.If(this=node.this, true=node.args["true"])], default=node.args.get("false")
+    )
+
+
+def literal_value(node: exp.Literal) -> Any:
+    return node.this if node.is_string else _number(node.this)
+
+
+def _scope_type(kind: SqlType | str) -> SqlType:
+    if kind in ("null", "any"):
+        return kind
+    return field_type(kind)
+
+
 def _number(text: str) -> int | float:
     return float(text) if any(c in text for c in ".eE") else int(text)
-
-
-def _like_regex(pattern: str) -> str:
-    return "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
-
-
-def _divide(a: Any, b: Any) -> Any:
-    # SQL (DuckDB) gives NULL on division by zero rather than failing the whole decision.
-    return None if b == 0 else a / b
-
-
-def _modulo(a: Any, b: Any) -> Any:
-    return None if b == 0 else a % b
 
 
 def _strict2(fn: Callable[[Any, Any], Any], left: Compiled, right: Compiled) -> Compiled:
