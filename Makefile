@@ -30,6 +30,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
+	$(BIN)/python -m benchmarks.rules
 	$(BIN)/python -m benchmarks.ingest
 
 clean:
