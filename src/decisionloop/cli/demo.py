@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from decisionloop.api.app import create_app
 from decisionloop.api.server import BackgroundServer
@@ -79,10 +80,18 @@ def _import_history(
 ) -> None:
     catalog = service.engine.catalog
     futures = []
-    with console.status("importing history"):
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("importing history", total=len(events))
         for start in range(0, len(events), 5000):
             chunk = [catalog.validate(e) for e in events[start : start + 5000]]
             future, _ = service.ingest_valid(chunk)
             futures.append(future)
+            progress.advance(task, len(chunk))
         for future in futures:
             future.result()
