@@ -1,121 +1,421 @@
-"""Online velocity features: per-entity windows read and updated for every live event.
+"""Online velocity features: per-entity windows updated and read for every live event.
 
-Each feature definition expands over its windows into names ``<entity>.<name>_<window>``
-(``customer.txn_count_1h``). State per (definition, entity id) is a time-sorted list of
-``(epoch_seconds, value)`` trimmed to the longest window; a read bisects the window's start.
-The state is a cache: the service rebuilds it by replaying the source layer's look-back on start.
+The values follow :mod:`decisionloop.features.semantics` exactly; the offline engine
+(:mod:`decisionloop.features.offline`) computes the same values in SQL.
+
+Layout. All definitions of one entity key fed by the same event types form a :class:`Group`. Per
+entity id a group keeps one :class:`History`: the event times of the events that feed at least one
+of its definitions, sorted by (event time, ingestion), and beside them *columns* — for each
+filter a prefix count of the events it passes (``count``), for each filter and field prefix sums
+of quantised values and of non-NULL values (``sum``, ``avg``: a window total is one subtraction),
+and the values themselves, NULL where the filter fails (``min``, ``max``, ``distinct_count``).
+So one event costs one key lookup, one append and one bisection per distinct window for the whole
+group, whatever the number of its definitions. ``min``/``max``/``distinct_count`` aggregate the
+slice in C for small windows and keep an incremental :class:`Cursor` for large ones (a busy
+merchant's day).
+
+The hot path is one generated function per project (:mod:`.codegen`): each group's update and
+reads written out straight-line.
+
+Memory is bounded by the watermark (see the semantics): adding to a history drops, in batches,
+what is older than ``watermark - retention``; entities idle for longer are swept out through
+per-group time buckets (one list append per entity and bucket, amortised O(1)).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from heapq import heapify, heappop, heappush
 from typing import Any
 
 from decisionloop.domain.events import Event
-from decisionloop.project.definitions import FeatureSpec, window_seconds
+from decisionloop.features.codegen import generate
+from decisionloop.features.semantics import (
+    DEFAULT_ALLOWED_LATENESS,
+    US,
+    Definition,
+    HasFields,
+    ValueKind,
+    feature_names,
+    lateness_us,
+    resolve,
+)
+from decisionloop.project.definitions import FeatureSpec
 
-Aggregate = Callable[[list[Any]], Any]
+__all__ = [
+    "Group",
+    "History",
+    "OnlineFeature",
+    "OnlineFeatures",
+    "compile_features",
+    "epoch_us",
+    "feature_names",
+]
 
-
-def _count(values: list[Any]) -> Any:
-    return len(values)
-
-
-def _sum(values: list[Any]) -> Any:
-    present = [v for v in values if v is not None]
-    return sum(present) if present else None
-
-
-def _avg(values: list[Any]) -> Any:
-    present = [v for v in values if v is not None]
-    return sum(present) / len(present) if present else None
-
-
-def _min(values: list[Any]) -> Any:
-    present = [v for v in values if v is not None]
-    return min(present) if present else None
-
-
-def _max(values: list[Any]) -> Any:
-    present = [v for v in values if v is not None]
-    return max(present) if present else None
-
-
-def _distinct(values: list[Any]) -> Any:
-    return len({v for v in values if v is not None})
-
-
-AGGREGATES: dict[str, Aggregate] = {
-    "count": _count,
-    "sum": _sum,
-    "avg": _avg,
-    "min": _min,
-    "max": _max,
-    "distinct_count": _distinct,
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+COUNT, SUM, AVG, MIN, MAX, DISTINCT = range(6)
+CODES = {
+    "count": COUNT,
+    "sum": SUM,
+    "avg": AVG,
+    "min": MIN,
+    "max": MAX,
+    "distinct_count": DISTINCT,
 }
+# A window holding more values than this gets an incremental cursor for min/max/distinct_count;
+# below it, aggregating the slice in C is faster and needs no memory.
+CURSOR_MIN = 32
+# Evicted events are dropped in batches: one memmove per batch, not per event.
+EVICT_BATCH = 64
 
 
-def feature_names(spec: FeatureSpec) -> list[str]:
-    return [f"{spec.entity}.{spec.name}_{window}" for window in spec.windows]
+def epoch_us(instant: datetime) -> int:
+    """Exact microseconds since the epoch (a float timestamp would round window edges)."""
+    return (instant - _EPOCH) // _ONE_US
+
+
+class _Reversed:
+    """Orders a value the other way round: the max-heap entry of a non-number."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __lt__(self, other: _Reversed) -> bool:
+        return bool(other.value < self.value)
+
+
+class Cursor:
+    """The multiset of non-NULL values in ``column[lo:hi]`` of one history, kept as the window
+    slides: ``counts`` (distinct_count) and two lazy-deletion heaps (min, max; a heap entry whose
+    value is no longer counted is dropped when it reaches the top). Moving the cursor costs the
+    events that enter and leave the window, not its size."""
+
+    __slots__ = ("counts", "heaps", "hi", "high", "lo", "low", "numeric")
+
+    def __init__(self, heaps: bool) -> None:
+        self.lo = 0
+        self.hi = 0
+        self.counts: dict[Any, int] = {}
+        self.heaps = heaps  # min/max are read (distinct_count alone needs only counts)
+        self.numeric: bool | None = None  # max-heap entries: -v for numbers, else _Reversed(v)
+        self.low: list[Any] = []
+        self.high: list[Any] = []
+
+    def add(self, values: list[Any], start: int, stop: int) -> None:
+        counts = self.counts
+        heaps = self.heaps
+        for value in values[start:stop]:
+            if value is None:
+                continue
+            counts[value] = counts.get(value, 0) + 1
+            if heaps:
+                numeric = self.numeric
+                if numeric is None:
+                    numeric = self.numeric = isinstance(value, int | float) and not isinstance(
+                        value, bool
+                    )
+                heappush(self.low, value)
+                heappush(self.high, -value if numeric else _Reversed(value))
+        if heaps and len(self.low) > 2 * len(counts) + 64:  # too many stale entries: rebuild
+            self.low = list(counts)
+            heapify(self.low)
+            self.high = [-v if self.numeric else _Reversed(v) for v in counts]
+            heapify(self.high)
+
+    def remove(self, values: list[Any], start: int, stop: int) -> None:
+        counts = self.counts
+        for value in values[start:stop]:
+            if value is not None:
+                left = counts[value] - 1
+                if left:
+                    counts[value] = left
+                else:
+                    del counts[value]
+
+    def move(self, values: list[Any], start: int, stop: int) -> None:
+        """Hold ``values[start:stop]``."""
+        lo, hi = self.lo, self.hi
+        if lo == start and hi == stop:
+            return
+        if start >= hi or stop <= lo or start >= stop:  # disjoint: start over
+            self.counts.clear()
+            self.low.clear()
+            self.high.clear()
+            self.add(values, start, stop)
+        else:
+            if stop > hi:
+                self.add(values, hi, stop)
+            elif stop < hi:
+                self.remove(values, stop, hi)
+            if start < lo:
+                self.add(values, start, lo)
+            elif start > lo:
+                self.remove(values, lo, start)
+        self.lo, self.hi = start, stop
+
+    def minimum(self) -> Any:
+        low, counts = self.low, self.counts
+        while low and low[0] not in counts:
+            heappop(low)
+        return low[0] if low else None
+
+    def maximum(self) -> Any:
+        high, counts = self.high, self.counts
+        if self.numeric:
+            while high and -high[0] not in counts:
+                heappop(high)
+            return -high[0] if high else None
+        while high and high[0].value not in counts:
+            heappop(high)
+        return high[0].value if high else None
+
+
+class History:
+    """One entity's events in one group, sorted by (event time, ingestion), with the group's
+    columns beside the times: ``prefixes`` (one longer than ``times``: ``p[i]`` sums the first
+    ``i`` entries) and ``columns`` (values, NULL where the definition's filter fails). Events at
+    or before the retention cutoff are dropped in batches; reads never look below the cutoff."""
+
+    __slots__ = ("bucket", "columns", "cursors", "prefixes", "times")
+
+    def __init__(self, prefixes: int, columns: int) -> None:
+        self.times: list[int] = []
+        self.prefixes: list[list[int]] = [[0] for _ in range(prefixes)]
+        self.columns: list[list[Any]] = [[] for _ in range(columns)]
+        self.bucket = -1  # idle-sweep bucket of the latest time
+        self.cursors: dict[tuple[int, int, bool], Cursor] | None = None  # column, window, excl.
+
+    def held(self, start: int = 0) -> tuple[list[int], list[list[Any]], list[list[int]]]:
+        """The events from ``start`` on: times, columns and prefix *increments* (prefix sums
+        themselves depend on what was evicted before, the events held do not)."""
+        increments = [
+            [b - a for a, b in zip(p[start:-1], p[start + 1 :], strict=True)] for p in self.prefixes
+        ]
+        return self.times[start:], [c[start:] for c in self.columns], increments
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, History):
+            return NotImplemented
+        return self.held() == other.held()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"History{self.held()!r}"
+
+    def insert(self, ts: int, increments: Sequence[int], values: Sequence[Any]) -> None:
+        """Add an event at its place in time order (after equal instants: ingestion order)."""
+        times = self.times
+        if not times or ts >= times[-1]:
+            times.append(ts)
+            for prefix, amount in zip(self.prefixes, increments, strict=True):
+                prefix.append(prefix[-1] + amount)
+            for column, value in zip(self.columns, values, strict=True):
+                column.append(value)
+            return
+        at = bisect_right(times, ts)
+        times.insert(at, ts)
+        for prefix, amount in zip(self.prefixes, increments, strict=True):
+            prefix.insert(at + 1, prefix[at] + amount)
+            for i in range(at + 2, len(prefix)):
+                prefix[i] += amount
+        for column, value in zip(self.columns, values, strict=True):
+            column.insert(at, value)
+        for (index, _, _), cursor in (self.cursors or {}).items():
+            if at < cursor.lo:
+                cursor.lo += 1
+                cursor.hi += 1
+            elif at < cursor.hi:
+                cursor.hi += 1
+                cursor.add(self.columns[index], at, at + 1)
+
+    def evict(self, cutoff: int) -> None:
+        """Drop the events at or before ``cutoff`` (no window of an in-time event reaches them),
+        once they are a batch or an eighth of the history."""
+        times = self.times
+        if not times or times[0] > cutoff:
+            return
+        drop = bisect_right(times, cutoff)
+        if drop < EVICT_BATCH and drop * 8 < len(times):
+            return
+        del times[:drop]
+        for (index, _, _), cursor in (self.cursors or {}).items():
+            if cursor.lo < drop:
+                cursor.remove(self.columns[index], cursor.lo, min(cursor.hi, drop))
+            cursor.lo = max(cursor.lo, drop) - drop
+            cursor.hi = max(cursor.hi, drop) - drop
+        for column in self.columns:
+            del column[:drop]
+        for prefix in self.prefixes:
+            del prefix[:drop]  # the first prefix left is the base of the differences
+
+
+@dataclass(frozen=True)
+class Output:
+    """One feature name read from a group: its aggregation and where its inputs live."""
+
+    name: str
+    code: int
+    window: int  # index into Group.windows
+    include_current: bool
+    fed: int  # prefix counting the events the filter passes; -1: every event of the group
+    units: int = -1  # prefix of quantised values (sum, avg)
+    present: int = -1  # prefix of non-NULL values (sum, avg)
+    column: int = -1  # values column (min, max, distinct_count)
+    integer: bool = False  # sum/avg of an integer field: integer arithmetic
 
 
 @dataclass
-class History:
-    """One entity's observations, sorted by time: parallel lists so that bisect runs in C."""
+class Group:
+    """The definitions of one entity key fed by the same event types, and their state."""
 
-    times: list[float] = field(default_factory=list)
-    values: list[Any] = field(default_factory=list)
+    key_field: str
+    event_types: frozenset[str]
+    retention: int = 0  # microseconds: longest window + allowed lateness
+    bucket_us: int = US
+    windows: list[int] = field(default_factory=list)  # distinct, microseconds
+    # One filter per distinct filter text (None: every event of the types), and its closure.
+    filters: list[tuple[str | None, Callable[[Event], bool]]] = field(default_factory=list)
+    # Field values as the definitions read them: (field, kind), normalised once per event.
+    slots: list[tuple[str, ValueKind]] = field(default_factory=list)
+    # Prefixes: ("fed", filter) | ("units", filter, slot) | ("present", filter, slot).
+    prefixes: list[tuple[Any, ...]] = field(default_factory=list)
+    # Value columns: (filter, slot); heaps: whether min/max read it.
+    columns: list[tuple[int, int]] = field(default_factory=list)
+    heaps: list[bool] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+    state: dict[str, History] = field(default_factory=dict)
+    idle: dict[int, list[str]] = field(default_factory=dict)  # bucket -> entities updated then
+
+    # -- planning -------------------------------------------------------------------------------
+    def _index(self, items: list[Any], item: Any) -> int:
+        if item not in items:
+            items.append(item)
+        return items.index(item)
+
+    def attach(
+        self, definition: Definition, applies: Callable[[Event], bool], lateness: int
+    ) -> None:
+        spec = definition.spec
+        code = CODES[spec.aggregation]
+        texts = [text for text, _ in self.filters]
+        if spec.filter not in texts:
+            self.filters.append((spec.filter, applies))
+            texts.append(spec.filter)
+        f = texts.index(spec.filter)
+        fed = -1 if spec.filter is None else self._index(self.prefixes, ("fed", f))
+        self.retention = max(self.retention, definition.longest_us + lateness)
+        self.bucket_us = max(US, self.retention // 4)
+        for name, width in zip(definition.names, definition.windows_us, strict=True):
+            w = self._index(self.windows, width)
+            include = spec.include_current
+            if code == COUNT:
+                self.outputs.append(Output(name, code, w, include, fed))
+                continue
+            assert spec.field is not None  # resolve() refuses value aggregations without one
+            slot = self._index(self.slots, (spec.field, definition.kind))
+            if code in (SUM, AVG):
+                units = self._index(self.prefixes, ("units", f, slot))
+                present = self._index(self.prefixes, ("present", f, slot))
+                integer = definition.kind == "integer"
+                self.outputs.append(
+                    Output(name, code, w, include, fed, units, present, integer=integer)
+                )
+            else:
+                column = self._index(self.columns, (f, slot))
+                if column == len(self.heaps):
+                    self.heaps.append(False)
+                self.heaps[column] |= code in (MIN, MAX)
+                self.outputs.append(Output(name, code, w, include, fed, column=column))
+
+    # -- values ---------------------------------------------------------------------------------
+    def values_read(
+        self,
+        history: History,
+        code: int,
+        column: int,
+        window: int,
+        start: int,
+        stop: int,
+        excluding: bool,
+    ) -> Any:
+        """min, max or distinct_count of ``columns[column][start:stop]``: the slice for small
+        windows, an incremental cursor (per column, window and exclusion) for large ones."""
+        cursors = history.cursors
+        key = (column, window, excluding)
+        values = history.columns[column]
+        if stop - start <= CURSOR_MIN and (cursors is None or key not in cursors):
+            window_values = values[start:stop]
+            if code == DISTINCT:
+                distinct = set(window_values)
+                distinct.discard(None)
+                return len(distinct)
+            if None in window_values:
+                window_values = [v for v in window_values if v is not None]
+            if not window_values:
+                return None
+            return min(window_values) if code == MIN else max(window_values)
+        if cursors is None:
+            cursors = history.cursors = {}
+        cursor = cursors.get(key)
+        if cursor is None:
+            cursor = cursors[key] = Cursor(heaps=self.heaps[column])
+        cursor.move(values, start, stop)
+        if code == DISTINCT:
+            return len(cursor.counts)
+        return cursor.minimum() if code == MIN else cursor.maximum()
+
+    # -- memory ---------------------------------------------------------------------------------
+    def note_idle(self, bucket: int, entity_id: str) -> None:
+        """The entity's latest event is in ``bucket``: the sweep looks at it once that expires."""
+        entities = self.idle.get(bucket)
+        if entities is None:
+            self.idle[bucket] = [entity_id]
+        else:
+            entities.append(entity_id)
+
+    def expire(self, watermark: int) -> None:
+        """Forget entities whose every event is older than what any in-time window needs."""
+        cutoff = watermark - self.retention
+        last_full = (cutoff + 1) // self.bucket_us - 1  # buckets ending at or before cutoff
+        for bucket in [b for b in self.idle if b <= last_full]:
+            for entity_id in self.idle.pop(bucket):
+                history = self.state.get(entity_id)
+                if history is not None and history.bucket == bucket:
+                    del self.state[entity_id]
+
+    def new_history(self) -> History:
+        return History(len(self.prefixes), len(self.columns))
 
 
 @dataclass
 class OnlineFeature:
-    """One definition, compiled: which events feed it and how its windows aggregate."""
+    """One definition, compiled: its names, windows and the group it reads."""
 
     spec: FeatureSpec
     key_field: str
     names: list[str]
     windows: list[int]  # seconds, aligned with names
-    aggregate: Aggregate
-    applies: Callable[[Event], bool]
-    state: dict[str, History] = field(default_factory=dict)
+    group: Group
+    lateness: int  # seconds
 
     @property
     def horizon(self) -> int:
-        return max(self.windows)
+        """Seconds of event time the state reaches back: the look-back a restart must replay."""
+        return max(self.windows) + self.lateness
 
-    def read(self, entity_id: str, now: float, out: dict[str, Any]) -> None:
-        history = self.state.get(entity_id)
-        if history is None:
-            for name in self.names:
-                out[name] = self.aggregate([])
-            return
-        times = history.times
-        end = bisect_right(times, now)  # up to and including the current instant
-        counting = self.aggregate is _count
-        for name, window in zip(self.names, self.windows, strict=True):
-            # Window (now - w, now]: everything after its start.
-            start = bisect_right(times, now - window, 0, end)
-            out[name] = end - start if counting else self.aggregate(history.values[start:end])
+    @property
+    def state(self) -> dict[str, History]:
+        return self.group.state
 
-    def add(self, entity_id: str, ts: float, value: Any) -> None:
-        history = self.state.get(entity_id)
-        if history is None:
-            history = self.state[entity_id] = History()
-        times = history.times
-        if times and ts < times[-1]:
-            at = bisect_right(times, ts)  # after equal instants: ingestion order among ties
-            times.insert(at, ts)
-            history.values.insert(at, value)
-        else:
-            times.append(ts)
-            history.values.append(value)
-        cutoff = times[-1] - self.horizon
-        if times[0] <= cutoff:
-            drop = bisect_right(times, cutoff)
-            del times[:drop]
-            del history.values[:drop]
+
+Snapshot = dict[str, dict[str, tuple[list[int], list[list[Any]], list[list[int]]]]]
 
 
 class OnlineFeatures:
@@ -125,12 +425,19 @@ class OnlineFeatures:
     login count) but *feeds* only the features declared for its type and passing their filter.
     """
 
-    def __init__(self, features: Iterable[OnlineFeature]) -> None:
+    def __init__(self, features: Iterable[OnlineFeature], allowed_lateness: str | int = 0) -> None:
         self.features = list(features)
-        self._fed_by: dict[str, set[int]] = {}
-        for index, feature in enumerate(self.features):
-            for event_type in feature.spec.event_types:
-                self._fed_by.setdefault(event_type, set()).add(index)
+        self.lateness = lateness_us(allowed_lateness)
+        groups: list[Group] = []
+        for feature in self.features:
+            if not any(feature.group is g for g in groups):
+                groups.append(feature.group)
+        self.groups = groups
+        self.watermark = -(2**62)  # the latest event time observed, microseconds
+        self.late_events = 0  # events later than the allowed lateness (metric)
+        self._next_sweep = self.watermark
+        self._sweep_every = min((g.bucket_us for g in groups), default=US)
+        self.source, self._observe = generate(groups)  # the hot path, inspectable
 
     @property
     def names(self) -> list[str]:
@@ -139,43 +446,81 @@ class OnlineFeatures:
     def observe(self, event: Event, update: bool = True) -> dict[str, Any]:
         """Return the feature values the event sees, updating state with it when ``update``."""
         values: dict[str, Any] = {}
-        ts = event.occurred_at.timestamp()
-        fed = self._fed_by.get(event.type, set())
-        present = event.values
-        for index, feature in enumerate(self.features):
-            entity_id = present.get(feature.key_field)
-            if entity_id is None:
-                continue
-            counted = update and index in fed and feature.applies(event)
-            value = event.values.get(feature.spec.field) if feature.spec.field else 1
-            if counted and feature.spec.include_current:
-                feature.add(entity_id, ts, value)
-                feature.read(entity_id, ts, values)
-            else:
-                feature.read(entity_id, ts, values)
-                if counted:
-                    feature.add(entity_id, ts, value)
+        ts = epoch_us(event.occurred_at)
+        watermark = self.watermark
+        if update:
+            if ts > watermark:
+                self.watermark = watermark = ts
+                if ts >= self._next_sweep:
+                    self._sweep(ts)
+            elif ts < watermark - self.lateness:
+                self.late_events += 1
+        self._observe(event, ts, watermark, update, values)
         return values
 
+    def _sweep(self, watermark: int) -> None:
+        for group in self.groups:
+            group.expire(watermark)
+        self._next_sweep = watermark + self._sweep_every
+
     def entities(self) -> int:
-        return sum(len(f.state) for f in self.features)
+        """Entity states held (one per group and entity id)."""
+        return sum(len(g.state) for g in self.groups)
+
+    def snapshot(self) -> Snapshot:
+        """The state that matters, canonically: per definition and entity, the events that an
+        in-time window can still reach (what a restart from the source layer must rebuild)."""
+        result: Snapshot = {}
+        for feature in self.features:
+            group = feature.group
+            cutoff = self.watermark - group.retention
+            held = {}
+            for entity_id, history in group.state.items():
+                start = bisect_right(history.times, cutoff)
+                if start < len(history.times):
+                    held[entity_id] = history.held(start)
+            result[feature.spec.name] = held
+        return result
+
+
+def _always(event: Event) -> bool:
+    return True
 
 
 def compile_features(
     specs: Iterable[FeatureSpec],
     entity_keys: Mapping[str, str],
     filters: Mapping[str, Callable[[Event], bool]],
+    *,
+    event_types: Mapping[str, HasFields] | None = None,
+    allowed_lateness: str | int = DEFAULT_ALLOWED_LATENESS,
 ) -> OnlineFeatures:
-    compiled = []
-    for spec in specs:
+    """Compile definitions into online state.
+
+    ``filters`` maps a definition's name to its compiled filter. ``event_types`` (the compiled
+    ``EventType`` objects, whose fields include entity keys) gives the declared type of each
+    aggregated field: integer sums stay integers and type errors are reported here; without it,
+    every numeric value is aggregated as a ``number``.
+    """
+    definitions = resolve(specs, entity_keys, event_types)
+    lateness = lateness_us(allowed_lateness)
+    groups: dict[tuple[str, frozenset[str]], Group] = {}
+    compiled: list[OnlineFeature] = []
+    for definition in definitions:
+        types = frozenset(definition.spec.event_types)
+        group = groups.get((definition.key_field, types))
+        if group is None:
+            group = groups[(definition.key_field, types)] = Group(definition.key_field, types)
+        applies = filters.get(definition.spec.name, _always) if definition.spec.filter else _always
+        group.attach(definition, applies, lateness)
         compiled.append(
             OnlineFeature(
-                spec=spec,
-                key_field=entity_keys[spec.entity],
-                names=feature_names(spec),
-                windows=[window_seconds(w) for w in spec.windows],
-                aggregate=AGGREGATES[spec.aggregation],
-                applies=filters.get(spec.name, lambda event: True),
+                spec=definition.spec,
+                key_field=definition.key_field,
+                names=list(definition.names),
+                windows=[w // US for w in definition.windows_us],
+                group=group,
+                lateness=lateness // US,
             )
         )
-    return OnlineFeatures(compiled)
+    return OnlineFeatures(compiled, allowed_lateness=lateness // US)

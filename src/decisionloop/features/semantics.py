@@ -1,0 +1,207 @@
+"""What a feature value means: the one definition that the online and offline engines implement.
+
+A definition (``FeatureSpec``) expands over its windows into names ``<entity>.<name>_<window>``
+(``customer.debit_count_1h``). Notation: every stored event ``x`` has an ingestion sequence
+``seq_x`` (the source layer's ``seq``: the order in which the bank accepted it), an event time
+``t_x`` (``occurred_at``, microseconds since the epoch, UTC) and a type. ``x`` *feeds* a definition
+when its type is one of the declared ``event_types``, it carries the entity's key, and the
+``filter`` (the rule language; three-valued logic) is exactly true for it.
+
+**The value an event sees.** For an event ``e`` that carries key ``k`` of the definition's entity,
+the window-``w`` value *as known at decision time* aggregates the events ``x`` that
+
+* feed the definition and carry the same key ``k``,
+* were ingested before ``e``: ``seq_x < seq_e`` (a later arrival, a label learnt weeks later or an
+  event with the same timestamp ingested after ``e``, is never seen),
+* fall in the window ``t_e - w < t_x <= t_e`` (an earlier ingestion with a later event time is not
+  in ``e``'s window either),
+
+plus ``e`` itself when ``include_current`` is true and ``e`` feeds the definition. An event that
+does not carry the key sees NULL (online: the name is absent from the values). An event reads every
+definition of every entity it carries, whether or not it feeds them.
+
+**Aggregations.** ``count``: the number of such events (a NULL field value counts; the field is
+irrelevant). ``sum``, ``avg``, ``min``, ``max``: over the non-NULL field values, NULL when there are
+none. ``distinct_count``: the number of distinct non-NULL values, 0 when there are none.
+
+**Exact numbers.** Summation order differs between an incremental engine and a SQL engine, and
+floating-point addition is not associative, so float sums would differ in the last bits. Both
+engines therefore add integers. A value of a ``number`` field is first *quantised* to
+``floor(v * 1e6 + 0.5)`` micro-units (the product and the addition in IEEE double: two roundings
+that every engine performs identically); quantised values are added exactly as 64-bit integers
+(in SQL: ``sum`` of ``BIGINT``; online: Python integers, prefix sums). The total ``S`` leaves as
+``double(S) / 1e6`` and the mean of ``n`` values as ``double(S) / double(n * 1e6)``: one correctly
+rounded integer-to-double conversion and one IEEE division on both sides. So ``sum``/``avg`` of a
+``number`` field are exact to 1e-6 (money has at most 4 decimals in practice), independent of the
+order of events, and identical online and offline. The quantised total must stay within a signed
+64-bit integer (|sum| < 9.2e12 units; SQL raises beyond it). ``integer`` fields are summed exactly
+as integers (``sum`` returns an integer, ``avg`` is ``double(S) / double(n)``). ``min``/``max``/
+``distinct_count`` do no arithmetic and are exact by nature; ``number`` values are normalised with
+``v + 0.0`` so that ``-0.0`` and ``0.0`` are one value in both engines.
+
+**Ties.** Events with the same event time are ordered by ingestion: ``e`` sees an equal-time event
+ingested before it, never one ingested after it.
+
+**Lateness.** The online engine keeps, per entity, only what a window can still need. Its
+*watermark* ``W`` is the latest event time observed. An event is *in time* when ``t_e >= W - L``,
+``L`` being the project's ``allowed_lateness`` (one value for the project: lateness is a property
+of the event feeds, not of a definition; it decides one metric, one restart look-back and one rule
+for every feature). State is kept back to ``W - R``, the *retention* ``R`` being the longest window
+among the entity's definitions fed by the same event types, plus ``L``. So an in-time event — in
+order, tied, or out of order by up to ``L`` — sees exactly the values defined above, identical to
+the offline engine. An event later than ``L`` is still stored by the service and still feeds later
+events (they see it, online and offline alike), but the values it sees itself are best effort: its
+windows are cut at ``W - R`` (deterministically, so a restarted service answers the same), and if
+it is older than ``W - R`` it is not kept at all. Such events are counted in
+``OnlineFeatures.late_events`` (export it as a metric); offline values stay exact for them.
+
+**Restart.** Online state is a cache of the source layer: replaying the events with
+``occurred_at >= latest - horizon`` (``horizon`` = the longest window of all + ``L``) in event-time
+order rebuilds the same state as uninterrupted operation (``OnlineFeatures.snapshot`` compares
+them); the service must also start its watermark there (it does, by replaying).
+
+**Ingestion order online.** The online engine must observe events in ingestion order — the order
+of ``seq``. The service does (it observes an event and queues it for the source writer in one step
+on the event loop); a replay must feed events in ``seq`` order to reproduce the decisions, but may
+rebuild *state* in event-time order (the state does not depend on the order of arrival).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from decisionloop.errors import DefinitionError, Problem
+from decisionloop.project.definitions import FeatureSpec, FieldSpec, window_seconds
+
+# Micro-units: the fixed point of number sums and means (see "Exact numbers" above).
+NUMBER_SCALE = 1_000_000
+_SCALE_FLOAT = float(NUMBER_SCALE)
+# How late (in event time, behind the latest event seen) an event may arrive and still see exactly
+# the offline values. Five minutes covers retried app events and queue delays at the cost of five
+# more minutes of retained state per entity; a project declares its own (``allowed_lateness``).
+DEFAULT_ALLOWED_LATENESS = "5m"
+US = 1_000_000  # microseconds per second
+
+# The declared type of the aggregated field, as both engines need it: "none" for count (or no
+# field), "auto" online when the event types are unknown (numbers are then treated as number).
+ValueKind = Literal["none", "number", "integer", "boolean", "string", "timestamp", "auto"]
+_KINDS: dict[str, ValueKind] = {
+    "number": "number",
+    "integer": "integer",
+    "boolean": "boolean",
+    "string": "string",
+    "enum": "string",
+    "timestamp": "timestamp",
+}
+SUMMABLE: frozenset[ValueKind] = frozenset({"number", "integer", "auto"})
+
+
+class HasFields(Protocol):
+    """An event type as both ``EventTypeSpec`` (declared) and ``EventType`` (compiled) show it."""
+
+    @property
+    def fields(self) -> Mapping[str, FieldSpec]: ...
+
+
+def quantise(value: Any) -> int:
+    """A number in micro-units, exactly as SQL's ``CAST(floor(v * 1e6 + 0.5) AS BIGINT)``."""
+    return math.floor(float(value) * _SCALE_FLOAT + 0.5)
+
+
+def number_total(units: int) -> float:
+    return float(units) / _SCALE_FLOAT
+
+
+def number_mean(units: int, count: int) -> float:
+    return float(units) / float(count * NUMBER_SCALE)
+
+
+def integer_mean(total: int, count: int) -> float:
+    return float(total) / float(count)
+
+
+def feature_names(spec: FeatureSpec) -> list[str]:
+    return [f"{spec.entity}.{spec.name}_{window}" for window in spec.windows]
+
+
+@dataclass(frozen=True)
+class Definition:
+    """One feature definition resolved against the project: what both engines compile."""
+
+    spec: FeatureSpec
+    key_field: str
+    names: tuple[str, ...]
+    windows_us: tuple[int, ...]  # aligned with names
+    kind: ValueKind
+
+    @property
+    def longest_us(self) -> int:
+        return max(self.windows_us)
+
+
+def field_kind(
+    spec: FeatureSpec, event_types: Mapping[str, HasFields] | None
+) -> tuple[ValueKind, list[str]]:
+    """The value kind of a definition's field and the problems that make it unusable."""
+    if spec.field is None or spec.aggregation == "count":
+        return "none", []
+    if event_types is None:
+        return "auto", []
+    declared = {
+        _KINDS[fields[spec.field].type]
+        for t in spec.event_types
+        if t in event_types and spec.field in (fields := event_types[t].fields)
+    }
+    problems = []
+    if not declared:
+        problems.append(f"field {spec.field!r} is declared by none of {spec.event_types}")
+    elif len(declared) > 1:
+        problems.append(f"field {spec.field!r} has different types: {sorted(declared)}")
+    kind: ValueKind = next(iter(declared)) if len(declared) == 1 else "auto"
+    if spec.aggregation in ("sum", "avg") and declared and kind not in SUMMABLE:
+        problems.append(
+            f"{spec.aggregation} needs a number or integer field, {spec.field!r} is a {kind}"
+        )
+    return kind, problems
+
+
+def resolve(
+    specs: Iterable[FeatureSpec],
+    entity_keys: Mapping[str, str],
+    event_types: Mapping[str, HasFields] | None = None,
+) -> list[Definition]:
+    """Resolve definitions (entity key, windows, value kind); one error lists every problem."""
+    resolved: list[Definition] = []
+    problems: list[Problem] = []
+    for spec in specs:
+        kind, found = field_kind(spec, event_types)
+        if spec.entity not in entity_keys:
+            found.append(f"unknown entity {spec.entity!r}")
+        problems.extend(Problem(f"feature {spec.name}", reason) for reason in found)
+        if found:
+            continue
+        resolved.append(
+            Definition(
+                spec=spec,
+                key_field=entity_keys[spec.entity],
+                names=tuple(feature_names(spec)),
+                windows_us=tuple(window_seconds(w) * US for w in spec.windows),
+                kind=kind,
+            )
+        )
+    if problems:
+        raise DefinitionError(f"{len(problems)} problem(s) in feature definitions", problems)
+    return resolved
+
+
+def lateness_us(allowed_lateness: str | int) -> int:
+    """``"5m"`` (or seconds as an integer) in microseconds."""
+    seconds = allowed_lateness if isinstance(allowed_lateness, int) else None
+    if seconds is None:
+        seconds = window_seconds(str(allowed_lateness))
+    if seconds < 0:
+        raise ValueError("allowed_lateness must not be negative")
+    return seconds * US
