@@ -31,6 +31,7 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.rules
+	$(BIN)/python -m benchmarks.features
 	$(BIN)/python -m benchmarks.ingest
 
 clean:

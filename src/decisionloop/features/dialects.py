@@ -64,6 +64,14 @@ class DuckDBDialect:
             f"RANGE BETWEEN {width - 1} PRECEDING AND CURRENT ROW{exclude})"
         )
 
+    def running(self, aggregate: str, partition: str, order: str) -> str:
+        """``aggregate`` over the rows of ``partition`` up to and including the current order
+        value (its peers too)."""
+        return (
+            f"{aggregate} OVER (PARTITION BY {partition} ORDER BY {order} "
+            "RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+        )
+
     def int_div(self, value: str, divisor: int) -> str:
         """Integer division of non-negative BIGINTs (Spark: ``div``)."""
         return f"({value} // {int(divisor)})"

@@ -18,8 +18,11 @@ How the query is exact and still fast:
    CURRENT ROW`` for definitions without ``include_current``. Micro-unit totals are added as
    doubles: exact while every partial sum stays below 2^53. A RANGE frame ignores ingestion order:
    it also holds rows with the same or an earlier event time ingested *after* the current row
-   (ties, late arrivals). Each entity gets a flag: such a row is in its longest frame
-   (``max(seq)`` over it), or its partition's absolute micro-unit total reaches 2^53.
+   (ties, late arrivals). Each entity gets a flag: a row of its key with an event time at or
+   before this row's was ingested after it (a running ``max(seq)``, which streams: cheaper than
+   one over the longest frame, and the same rows when arrivals are late by less than a window;
+   backfilling old events sends the later rows of their keys down the exact path — slower, still
+   exact), or its partition's absolute micro-unit total reaches 2^53.
 4. ``exact_<entity>``: for the flagged rows only, the values are recomputed by a self-join with the
    full condition (``seq_x < seq_e``, window, fed), as an equi-join on (key, time bucket of the
    longest window) so that a busy key costs two buckets per row; sums there are 128-bit integers.
@@ -90,6 +93,10 @@ class _Stream:
     value_field: str | None
     kind: str
     definitions: list[Definition] = field(default_factory=list)
+
+    @property
+    def summed(self) -> bool:
+        return any(d.spec.aggregation in ("sum", "avg") for d in self.definitions)
 
 
 @dataclass
@@ -312,20 +319,23 @@ class _Compiler:
             fed_columns.append(f"{fed} AS _fed{stream.index}")
         flagged = f"SELECT *, {', '.join(fed_columns)} FROM typed"
 
+        # Narrow rows through the window sorts: keys, one normalised column per aggregated field
+        # (and its micro-units), one boolean per stream; aggregates mask with CASE on the flag.
         base_columns = [quote(key) for key in self.entities]
-        for stream in self.streams:
-            i = stream.index
-            fed = f"_fed{i}"
-            base_columns.append(f"CASE WHEN {fed} THEN 1 END AS _f{i}")
-            if stream.value_field is None:
-                continue
-            value = quote(stream.value_field)
-            if stream.kind == "number":
+        aggregated = {(s.value_field, s.kind) for s in self.streams if s.value_field is not None}
+        for value_field, kind in sorted(aggregated):
+            value = quote(value_field)
+            if kind == "number":
                 value = f"({value} + CAST(0 AS DOUBLE))"
-            base_columns.append(f"CASE WHEN {fed} THEN {value} END AS _v{i}")
-            if stream.kind == "number":
-                units = d.to_bigint(f"floor({value} * CAST({NUMBER_SCALE} AS DOUBLE) + 0.5)")
-                base_columns.append(f"CASE WHEN {fed} THEN {units} END AS _u{i}")
+            base_columns.append(f"{value} AS {self._value(value_field)}")
+            if any(s.value_field == value_field and s.summed for s in self.streams):
+                units = (
+                    value
+                    if kind != "number"
+                    else d.to_bigint(f"floor({value} * CAST({NUMBER_SCALE} AS DOUBLE) + 0.5)")
+                )
+                base_columns.append(f"{units} AS {self._units(value_field)}")
+        base_columns += [f"_fed{s.index}" for s in self.streams]
         base = f"SELECT _seq, _id, _type, _t, {', '.join(base_columns)} FROM flagged"
 
         outputs: list[tuple[str, str, str]] = []  # (name, key field, expression over atoms)
@@ -339,10 +349,10 @@ class _Compiler:
             k = quote(key)
             for atom, alias in entity.atoms.items():
                 win_columns.append(f"{self._window_atom(k, atom)} AS {alias}")
-            flag = f"{d.window('max(_seq)', k, '_t', entity.longest, True)} > _seq"
+            flag = f"{d.running('max(_seq)', k, '_t')} > _seq"
             summed = sorted(
                 {
-                    f"_u{a[1]}" if a[0] == "units" else f"_v{a[1]}"
+                    self._units(self.streams[a[1]].value_field or "")
                     for a in entity.atoms
                     if a[0] in ("units", "sum")
                 }
@@ -350,7 +360,8 @@ class _Compiler:
             if summed:
                 magnitude = " + ".join(f"abs(coalesce({c}, 0))" for c in summed)
                 flag += f" OR sum({magnitude}) OVER (PARTITION BY {k}) >= {2**53}"
-            win_columns.append(f"({flag}) AS _a_{_ident(key)}")
+            # Rows without the key read NULL whatever their partition holds: never flagged.
+            win_columns.append(f"{k} IS NOT NULL AND ({flag}) AS _a_{_ident(key)}")
         win = f"SELECT *, {', '.join(win_columns)} FROM base"
 
         # Everything inline but the windowed rows: the window path reads them, and the exact path
@@ -457,18 +468,35 @@ class _Compiler:
         scale = f" * {NUMBER_SCALE}" if stream.kind == "number" else ""
         return f"{d.to_double(total)} / {d.to_double(f'{present}{scale}')}"
 
+    def _value(self, value_field: str) -> str:
+        return f"_val_{_ident(value_field)}"
+
+    def _units(self, value_field: str) -> str:
+        return f"_units_{_ident(value_field)}"
+
+    def _column(self, kind: str, i: int, prefix: str = "") -> str:
+        """The input of an atom: the stream's flag, its field's value or micro-units, NULL where
+        the stream is not fed (``prefix``: the table alias in the exact path)."""
+        stream = self.streams[i]
+        if kind == "count":
+            return f"CASE WHEN {prefix}_fed{i} THEN 1 END"
+        assert stream.value_field is not None
+        column = self._units if kind in ("units", "sum") else self._value
+        return f"CASE WHEN {prefix}_fed{i} THEN {prefix}{column(stream.value_field)} END"
+
     def _window_atom(self, key: str, atom: tuple[Any, ...]) -> str:
         kind, i, window, include = atom
+        column = self._column(kind, i)
         argument = {
-            "count": f"count(_f{i})",
+            "count": f"count({column})",
             # Integers summed as doubles: exact while every partial sum stays below 2^53, which
             # the partition guard (see compile) ensures; other partitions take the exact path.
-            "units": f"sum({self.d.to_double(f'_u{i}')})",
-            "sum": f"sum({self.d.to_double(f'_v{i}')})",
-            "present": f"count(_v{i})",
-            "min": f"min(_v{i})",
-            "max": f"max(_v{i})",
-            "distinct_count": f"count(DISTINCT _v{i})",
+            "units": f"sum({self.d.to_double(column)})",
+            "sum": f"sum({self.d.to_double(column)})",
+            "present": f"count({column})",
+            "min": f"min({column})",
+            "max": f"max({column})",
+            "distinct_count": f"count(DISTINCT {column})",
         }[kind]
         value = self.d.window(argument, key, "_t", window, include)
         return self.d.to_bigint(value) if kind in ("units", "sum") else value
@@ -476,8 +504,7 @@ class _Compiler:
     def _exact_atom(self, atom: tuple[Any, ...]) -> str:
         kind, i, window, include = atom
         condition = f"x._t > a._t - {window}" + ("" if include else " AND x._seq < a._seq")
-        column = {"count": f"_f{i}", "units": f"_u{i}"}.get(kind, f"_v{i}")
-        masked = f"CASE WHEN {condition} THEN x.{column} END"
+        masked = f"CASE WHEN {condition} THEN {self._column(kind, i, 'x.')} END"
         value = {
             "count": f"count({masked})",
             "units": f"sum({masked})",
