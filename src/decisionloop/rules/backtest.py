@@ -244,6 +244,8 @@ def evaluate(
 
 
 def _run_queries(con: Any, queries: list[str], threads: int) -> list[pa.Table]:
+    """Run on parallel cursors when the table is visible to them; a table registered on or
+    temporary to ``con`` is not, and then the queries run one after another on ``con``."""
     if threads > 1 and len(queries) > 1:
 
         def run(query: str) -> pa.Table:
@@ -257,7 +259,11 @@ def _run_queries(con: Any, queries: list[str], threads: int) -> list[pa.Table]:
             with ThreadPoolExecutor(min(threads, len(queries))) as pool:
                 return list(pool.map(run, queries))
         except duckdb.CatalogException:
-            pass  # a registered or temporary table: only this connection sees it
+            return _run_serially(con, queries)
+    return _run_serially(con, queries)
+
+
+def _run_serially(con: Any, queries: list[str]) -> list[pa.Table]:
     return [con.sql(query).to_arrow_table() for query in queries]
 
 
