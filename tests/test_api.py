@@ -304,3 +304,17 @@ def test_health_metrics_and_openapi(client: TestClient) -> None:
     titles = {s["title"] for s in schemas["schema"]["oneOf"]}
     assert {"transaction", "login", "label"} <= titles
     assert client.get("/docs").status_code == 200
+
+
+def test_event_endpoints_are_documented_and_post_only(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/decide", "/v1/decide/batch", "/v1/events", "/v1/stream"):
+        post = spec["paths"][path]["post"]
+        assert post["requestBody"]["required"] is True
+        assert post["responses"]["422"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
+        answer = client.get(path)
+        assert answer.status_code == 405
+        assert answer.headers["allow"] == "POST"
+    assert "Error" in spec["components"]["schemas"]

@@ -36,7 +36,10 @@ def test_every_command_is_documented() -> None:
 
 def test_every_route_is_documented(service: DecisionService, settings: Settings) -> None:
     text = (DOCS / "api.md").read_text()
-    for route in create_app(service, settings).routes:
+    app = create_app(service, settings)
+    for route in app.routes:
         if isinstance(route, APIRoute) and route.include_in_schema:
             for method in route.methods - {"HEAD"}:
                 assert f"`{method} {route.path}`" in text, route.path
+    for endpoint in app.state.event_endpoints:
+        assert f"`POST {endpoint.path}`" in text, endpoint.path

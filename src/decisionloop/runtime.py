@@ -5,6 +5,7 @@ The one place that picks adapters by ``type:``; everything else receives what it
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 
 from decisionloop.engine.engine import compile_project
@@ -35,3 +36,12 @@ def open_service(
         service.close()
         raise
     return service
+
+
+def settle_heap() -> None:
+    """Take what is alive once the service has started (libraries, the compiled project, the
+    rebuilt online state) out of the cyclic collector's reach, before serving. Otherwise every
+    full collection walks those ~100,000 objects: a 50-90 ms pause on the event loop, measured
+    with the /v1/decide load generator. Objects made later are collected as usual."""
+    gc.collect()
+    gc.freeze()

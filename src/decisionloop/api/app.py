@@ -1,8 +1,10 @@
-"""HTTP API (FastAPI): a thin layer over :class:`DecisionService`.
+"""HTTP API: a thin layer over :class:`DecisionService`.
 
-Bodies are read raw, size-checked and decoded with orjson, then validated by the project's event
-catalog, so that errors name field paths the project declares (``body[3].amount``) and never
-surface as a 500. Every error body has the same shape: ``{"error": {code, message, problems}}``.
+The endpoints that carry events are served by :mod:`decisionloop.api.lane` in front of FastAPI;
+reads, operations, ``/docs`` and the live page are FastAPI routes. Bodies are read raw,
+size-checked and decoded with orjson, then validated by the project's event catalog, so that errors
+name field paths the project declares (``body[3].amount``) and never surface as a 500. Every error
+body has the same shape: ``{"error": {code, message, problems}}``.
 """
 
 from __future__ import annotations
@@ -13,13 +15,17 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 
 from decisionloop import __version__
+from decisionloop.api.lane import ERROR_SCHEMA, EventEndpoint, EventLane, openapi_paths
 from decisionloop.api.schema import event_schemas
 from decisionloop.engine.service import DecisionService, error_answer
 from decisionloop.errors import DecisionLoopError, InputError, PayloadTooLargeError, Problem
 from decisionloop.settings import Settings
+
+DESCRIPTION = "Real-time decisions on bank events, with reasons and a latency trace."
 
 
 class JSONResponse(Response):
@@ -29,27 +35,59 @@ class JSONResponse(Response):
         return orjson.dumps(content)
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _too_large(limit)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _too_large(limit)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InputError(
-            "body is not valid JSON", [Problem("body", f"{exc.msg} at position {exc.pos}")]
-        ) from exc
+def event_endpoints(service: DecisionService, max_batch: int) -> list[EventEndpoint]:
+    """The POST endpoints that take events; each runs on the decoded JSON body."""
 
+    async def decide(obj: Any) -> Any:
+        return (await service.handle([obj], "decide", batch=False))[0]
 
-def _too_large(limit: int) -> PayloadTooLargeError:
-    return PayloadTooLargeError(
-        "body too large", [Problem("body", f"larger than the {limit} byte limit")]
-    )
+    async def decide_batch(obj: Any) -> Any:
+        return {"decisions": await service.handle(_as_list(obj, max_batch), "decide")}
+
+    async def ingest(obj: Any) -> Any:
+        if isinstance(obj, dict):
+            return (await service.handle([obj], "ingest", batch=False))[0]
+        return {"results": await service.handle(_as_list(obj, max_batch), "ingest")}
+
+    async def stream(obj: Any) -> Any:
+        return {"results": await service.handle(_as_list(obj, max_batch), "stream")}
+
+    return [
+        EventEndpoint(
+            "/v1/decide",
+            "Decide one event",
+            "Outcome, score, reasons and a per-stage latency trace. A repeated event_id returns "
+            "the original decision.",
+            "decisions",
+            "one",
+            decide,
+        ),
+        EventEndpoint(
+            "/v1/decide/batch",
+            "Decide a list of events",
+            "Decisions come back in the same order; the batch is made durable together.",
+            "decisions",
+            "many",
+            decide_batch,
+        ),
+        EventEndpoint(
+            "/v1/events",
+            "Store events without deciding",
+            "Labels, logins ...: one object (one result) or a list (results in order).",
+            "events",
+            "one_or_many",
+            ingest,
+        ),
+        EventEndpoint(
+            "/v1/stream",
+            "Store and decide an ordered stream",
+            "An ordered list of mixed events, as a replay sends them: the events whose type has "
+            "a strategy are decided, the others stored; results come back in the same order.",
+            "events",
+            "many",
+            stream,
+        ),
+    ]
 
 
 def create_app(service: DecisionService, settings: Settings) -> FastAPI:
@@ -58,81 +96,56 @@ def create_app(service: DecisionService, settings: Settings) -> FastAPI:
         yield
         service.close()
 
-    schemas = event_schemas(service.engine.catalog)
     app = FastAPI(
         title="decisionloop",
         version=__version__,
-        description="Real-time decisions on bank events, with reasons and a latency trace.",
+        description=DESCRIPTION,
         lifespan=lifespan,
         default_response_class=JSONResponse,
     )
     app.state.service = service
-    limit = settings.max_body_bytes
+
+    def count_rejected(exc: DecisionLoopError) -> None:
+        service.metrics.rejected.labels(exc.code).inc()
 
     @app.exception_handler(DecisionLoopError)
     async def on_error(request: Request, exc: DecisionLoopError) -> Response:
-        service.metrics.rejected.labels(exc.code).inc()
+        count_rejected(exc)
         return JSONResponse(error_answer(exc), status_code=exc.http_status)
 
-    one_event = {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"oneOf": schemas}}},
-        }
-    }
-    many_events = {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {
-                        "type": "array",
-                        "maxItems": settings.max_batch_events,
-                        "items": {"oneOf": schemas},
-                    }
-                }
-            },
-        }
-    }
+    endpoints = event_endpoints(service, settings.max_batch_events)
+    app.state.event_endpoints = endpoints
+    app.add_middleware(
+        EventLane, endpoints=endpoints, limit=settings.max_body_bytes, on_error=count_rejected
+    )
 
-    @app.post("/v1/decide", openapi_extra=one_event, tags=["decisions"])
-    async def decide(request: Request) -> Any:
-        """Decide one event: outcome, score, reasons and a per-stage latency trace."""
-        obj = await read_json(request, limit)
-        return (await service.handle([obj], "decide", batch=False))[0]
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=DESCRIPTION, routes=app.routes
+            )
+            lane = openapi_paths(
+                endpoints, event_schemas(service.engine.catalog), settings.max_batch_events
+            )
+            schema["paths"] = {**lane, **schema["paths"]}
+            schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+            app.openapi_schema = schema
+        return app.openapi_schema
 
-    @app.post("/v1/decide/batch", openapi_extra=many_events, tags=["decisions"])
-    async def decide_batch(request: Request) -> Any:
-        """Decide a list of events; decisions come back in the same order."""
-        objs = _as_list(await read_json(request, limit), settings.max_batch_events)
-        return {"decisions": await service.handle(objs, "decide")}
-
-    @app.post("/v1/events", openapi_extra=many_events, tags=["events"])
-    async def ingest(request: Request) -> Any:
-        """Store events without deciding (labels, logins ...): one object or a list."""
-        obj = await read_json(request, limit)
-        if isinstance(obj, dict):
-            return (await service.handle([obj], "ingest", batch=False))[0]
-        objs = _as_list(obj, settings.max_batch_events)
-        return {"results": await service.handle(objs, "ingest")}
-
-    @app.post("/v1/stream", openapi_extra=many_events, tags=["events"])
-    async def stream(request: Request) -> Any:
-        """An ordered list of mixed events, as a replay sends them: the events whose type has a
-        strategy are decided, the others stored; results come back in the same order."""
-        objs = _as_list(await read_json(request, limit), settings.max_batch_events)
-        return {"results": await service.handle(objs, "stream")}
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/v1/decisions/{decision_id}", tags=["decisions"])
-    async def get_decision(decision_id: str) -> Any:
+    async def get_decision(decision_id: str) -> Response:
         """A stored decision, as it was returned."""
-        return await service.decision(decision_id)
+        return JSONResponse(await service.decision(decision_id))
 
     # The operational endpoints are async: answered on the event loop that owns the service's
     # state, with no thread hop and nothing read while it is being written.
     @app.get("/healthz", tags=["operations"])
-    async def healthz() -> Any:
-        return {"status": "ok", "version": __version__, "events": service.events_stored}
+    async def healthz() -> Response:
+        return JSONResponse(
+            {"status": "ok", "version": __version__, "events": service.events_stored}
+        )
 
     @app.get("/metrics", tags=["operations"])
     async def metrics() -> Response:

@@ -18,7 +18,7 @@ from decisionloop.cli.live import replay_with_summary
 from decisionloop.demo.bank import BankConfig, generate, write
 from decisionloop.engine.service import DecisionService
 from decisionloop.project.scaffold import init_project
-from decisionloop.runtime import open_service
+from decisionloop.runtime import open_service, settle_heap
 from decisionloop.settings import load_settings
 
 
@@ -57,7 +57,9 @@ def run_demo(
     console.rule(f"[bold]2. importing {len(history)} events of history (until {cutoff:%Y-%m-%d})")
     _import_history(service, history, console)
 
-    server = BackgroundServer(create_app(service, settings), settings.host, port).start()
+    app = create_app(service, settings)
+    settle_heap()  # the generated bank stays in memory: keep it out of every full collection
+    server = BackgroundServer(app, settings.host, port).start()
     console.rule("[bold]3. the service is up")
     console.print(f"live page:  [bold cyan]{server.url}/[/]")
     console.print(f"API docs:   {server.url}/docs     metrics: {server.url}/metrics")

@@ -105,14 +105,16 @@ def serve(
     import uvicorn
 
     from decisionloop.api.app import create_app
-    from decisionloop.runtime import open_service
+    from decisionloop.runtime import open_service, settle_heap
 
     extra = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings_for(project, data_dir, **extra)
     service = guarded(lambda: open_service(settings))
     console.print(f"serving on http://{settings.host}:{settings.port}  (docs at /docs)")
+    app = create_app(service, settings)
+    settle_heap()
     uvicorn.run(
-        create_app(service, settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level="warning",
