@@ -106,7 +106,7 @@ def create_app(service: DecisionService, settings: Settings) -> FastAPI:
     app.state.service = service
 
     def count_rejected(exc: DecisionLoopError) -> None:
-        service.metrics.rejected.labels(exc.code).inc()
+        service.metrics.rejected.inc(exc.code)
 
     @app.exception_handler(DecisionLoopError)
     async def on_error(request: Request, exc: DecisionLoopError) -> Response:

@@ -60,8 +60,6 @@ class DecisionService:
         self.source = source
         self.metrics = ServiceMetrics()
         self.recent: deque[Answer] = deque(maxlen=recent)
-        self.rule_hits: Counter[str] = Counter()
-        self.outcomes: Counter[str] = Counter()
         self.started_at = time.time()
         self._known: set[str] = set()
         self._inflight: dict[str, asyncio.Future[Answer]] = {}
@@ -150,15 +148,13 @@ class DecisionService:
 
     def _observe_decision(self, decision: Decision, answer: Answer) -> None:
         metrics = self.metrics
-        metrics.child(metrics.decisions, decision.event_type, decision.outcome).inc()
-        self.outcomes[decision.outcome] += 1
+        metrics.decisions.inc(decision.event_type, decision.outcome)
+        observe = metrics.latency.observe
         for stage, micros in decision.trace_us.items():
-            metrics.child(metrics.latency, stage).observe(micros / 1e6)
+            observe(stage, micros / 1e6)
         for reason in decision.reasons:
             if reason.kind == "rule":
-                shadow = "true" if reason.shadow else "false"
-                metrics.child(metrics.rule_hits, reason.id, shadow).inc()
-                self.rule_hits[reason.id] += 1
+                metrics.rule_hits.inc(reason.id, "true" if reason.shadow else "false")
         self.recent.appendleft(answer)
 
     async def handle(self, objs: Sequence[Any], mode: Mode, batch: bool = True) -> list[Answer]:
@@ -186,9 +182,7 @@ class DecisionService:
                 persist_started = time.perf_counter()
                 await asyncio.wrap_future(self.source.submit(records))
                 # Kept out of the decision body so that a repeat returns it byte for byte.
-                self.metrics.latency.labels("persist").observe(
-                    time.perf_counter() - persist_started
-                )
+                self.metrics.latency.observe("persist", time.perf_counter() - persist_started)
                 self._count_stored(records)
         except BaseException as exc:
             for event_id in owned:
@@ -229,8 +223,9 @@ class DecisionService:
         return original
 
     def _count_stored(self, records: Sequence[Record]) -> None:
+        inc = self.metrics.events.inc
         for record in records:
-            self.metrics.child(self.metrics.events, record.event_type).inc()
+            inc(record.event_type)
 
     # -- synchronous use (CLI, tests, in-process replay) --------------------------------------
     def handle_sync(self, objs: Sequence[Any], mode: Mode) -> list[Answer]:
@@ -246,7 +241,7 @@ class DecisionService:
             self._known.add(event.event_id)
             self.engine.observe(event)
             fresh.append(event)
-        self.metrics.duplicates.inc(len(events) - len(fresh))
+        self.metrics.duplicates.inc(amount=len(events) - len(fresh))
         records = [
             Record(e.event_id, e.type, e.occurred_at, now, orjson.dumps(e.raw)) for e in fresh
         ]
@@ -273,11 +268,17 @@ class DecisionService:
 
     def summary(self) -> dict[str, Any]:  # call on the event loop: it reads live counters
         """What the live page shows: totals, outcome mix, top rules, latest decisions."""
+        outcomes: Counter[str] = Counter()
+        for (_, outcome), n in self.metrics.decisions.values.items():
+            outcomes[outcome] += n
+        rule_hits: Counter[str] = Counter()
+        for (rule, _), n in self.metrics.rule_hits.values.items():
+            rule_hits[rule] += n
         return {
             "uptime_s": round(time.time() - self.started_at, 1),
             "events_stored": self.events_stored,
-            "outcomes": dict(self.outcomes),
-            "top_rules": self.rule_hits.most_common(10),
+            "outcomes": dict(outcomes),
+            "top_rules": rule_hits.most_common(10),
             "recent": list(self.recent)[:25],
         }
 
