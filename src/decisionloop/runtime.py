@@ -39,9 +39,20 @@ def open_service(
 
 
 def settle_heap() -> None:
-    """Take what is alive once the service has started (libraries, the compiled project, the
-    rebuilt online state) out of the cyclic collector's reach, before serving. Otherwise every
-    full collection walks those ~100,000 objects: a 50-90 ms pause on the event loop, measured
-    with the /v1/decide load generator. Objects made later are collected as usual."""
+    """Keep the cyclic garbage collector off the event loop's critical path before serving.
+
+    Two measured pauses (``/v1/decide`` and batch load generators): a full collection walks the
+    ~100,000 objects of the imported libraries (50-90 ms), and, as online feature state grows,
+    every object it holds (110 ms at 60,000 events; it grows with the state). Objects alive now
+    are frozen out of collection, and automatic full collections are turned off; the young
+    generations are still collected as usual. In those runs every full collection found 0
+    garbage objects: the service's objects die by reference counting. The
+    ``python_gc_objects_collected_total`` series on ``/metrics`` shows whether that holds.
+    """
     gc.collect()
     gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, NEVER)
+
+
+NEVER = 2**31 - 1  # a generation count that is never reached

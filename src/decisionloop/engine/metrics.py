@@ -14,7 +14,13 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Gauge,
+    GCCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -140,6 +146,9 @@ class ServiceMetrics:
                 ]
             )
         )
+        # Memory, CPU and garbage-collector series of the process, as operators expect them.
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.entities = Gauge(
             "decisionloop_online_entities",
             "Entity states held by online features",
