@@ -11,11 +11,12 @@ same values (same type, same bits) for every event and every feature name.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import duckdb
 import orjson
@@ -28,15 +29,19 @@ from decisionloop.domain.events import Event, EventCatalog, EventType
 from decisionloop.engine.engine import build_engine
 from decisionloop.engine.service import DecisionService
 from decisionloop.features import online as online_module
+from decisionloop.features.derived import names_by_type, project_derived
 from decisionloop.features.offline import compile_offline, offline_features
 from decisionloop.features.online import OnlineFeatures, compile_features
+from decisionloop.features.semantics import wide_float
+from decisionloop.project.definitions import FIELDLESS, FeatureSpec
 from decisionloop.project.loader import Project, load_project
-from decisionloop.rules.expressions import Compiler
+from decisionloop.rules.expressions import Compiler, Source
 from decisionloop.storage.duckdb_source import SCHEMA
 from decisionloop.storage.memory import MemorySourceLog
 from decisionloop.storage.ports import Record
 
 LATENESS = timedelta(minutes=5)
+AGGREGATIONS = list(get_args(FeatureSpec.model_fields["aggregation"].annotation))
 T0 = datetime(2026, 6, 1, 11, 58, tzinfo=UTC)
 
 
@@ -124,6 +129,31 @@ features:
      event_types: [txn], include_current: false}
   - {name: merchant_qty_min, entity: merchant, aggregation: min, field: qty, windows: [10s],
      event_types: [txn], filter: "coalesce(channel, 'z') in ('a', 'z')"}
+  - {name: amount_sd, entity: customer, aggregation: stddev, field: amount, windows: [1m, 1h],
+     event_types: [txn, login]}
+  - {name: qty_sd, entity: customer, aggregation: stddev, field: qty, windows: [1h],
+     event_types: [txn], filter: "qty % 3 <> 1", include_current: false}
+  - {name: seen, entity: customer, aggregation: first_seen_age, windows: [1m, 1h],
+     event_types: [txn]}
+  - {name: a_seen_before, entity: customer, aggregation: first_seen_age, windows: [1h],
+     event_types: [txn], filter: "channel = 'a'", include_current: false}
+  - {name: since, entity: customer, aggregation: time_since_last, windows: [1m, 1h],
+     event_types: [txn]}
+  - {name: since_positive, entity: customer, aggregation: time_since_last, windows: [1h],
+     event_types: [txn, login], filter: amount > 0}
+  - {name: device_seen, entity: device, aggregation: first_seen_age, windows: [1h],
+     event_types: [txn, login], filter: "not coalesce(flag, false)"}
+  - {name: merchant_since, entity: merchant, aggregation: time_since_last, windows: [10s],
+     event_types: [txn], include_current: false}
+  - {name: merchant_sd, entity: merchant, aggregation: stddev, field: amount, windows: [10s],
+     event_types: [txn], include_current: false}
+derived:
+  - {name: burst, expression: "customer.txns_1m * 2 + coalesce(amount_vs_avg, 0)",
+     event_types: [txn]}
+  - {name: amount_vs_avg, expression: amount / customer.amount_avg_1h, event_types: [txn]}
+  - {name: gap_or_hour, expression: "coalesce(customer.since_1h, hour(occurred_at) - 0.5)",
+     event_types: [txn, login]}
+  - {name: qty_twice, expression: "qty * 2 + 1", event_types: [txn]}
 """,
 }
 
@@ -146,13 +176,18 @@ class Setup:
                 source = project.expression_source(f"feature:{spec.name}", ("filter",))
                 predicate, _ = Compiler(scope).compile(spec.filter, source)
                 filters[spec.name] = _applies(predicate)
-        return compile_features(
+        online = compile_features(
             project.features,
             {name: e.key for name, e in project.entities.items()},
             filters,
             event_types=self.types,
             allowed_lateness="5m",
         )
+        read = names_by_type(((f.key_field, f.names) for f in online.features), self.types)
+        derived, problems = project_derived(project, self.types, read)
+        assert problems == []
+        online.add_derived(derived)
+        return online
 
 
 def _applies(predicate: Callable[[dict[str, Any]], Any]) -> Callable[[Event], bool]:
@@ -338,6 +373,47 @@ def test_online_equals_offline_within_lateness(setup: Setup, raws: list[dict[str
     assert list(mismatches(setup, incremental, rows)) == []
 
 
+@st.composite
+def definitions(draw: st.DrawFn) -> FeatureSpec:
+    """One random definition: any aggregation, entity, windows, filter and include_current."""
+    aggregation = draw(st.sampled_from(AGGREGATIONS))
+    entity = draw(st.sampled_from(["customer", "device", "merchant"]))
+    event_types = (
+        ["txn"] if entity == "merchant" else draw(st.sampled_from([["txn"], ["txn", "login"]]))
+    )
+    fields = {"sum": ["amount", "qty"], "avg": ["amount", "qty"], "stddev": ["amount", "qty"]}
+    choices = fields.get(aggregation, ["amount", "qty", "channel", "note", "at"])
+    return FeatureSpec(
+        name="drawn",
+        entity=entity,
+        aggregation=aggregation,
+        field=None if aggregation in FIELDLESS else draw(st.sampled_from(choices)),
+        windows=draw(st.lists(st.sampled_from(["10s", "1m", "1h"]), min_size=1, unique=True)),
+        event_types=event_types,
+        filter=draw(st.sampled_from([None, "amount > 0", "amount is null or amount < 100"])),
+        include_current=draw(st.booleans()),
+    )
+
+
+@examples(40)
+@given(spec=definitions(), raws=streams(max_size=30))
+def test_any_single_definition_is_identical_online_and_offline(
+    setup: Setup, spec: FeatureSpec, raws: list[dict[str, Any]]
+) -> None:
+    keys = {name: e.key for name, e in setup.project.entities.items()}
+    filters = {}
+    if spec.filter:
+        scope = {"occurred_at"}.union(*(setup.types[t].fields for t in spec.event_types))
+        predicate, _ = Compiler(scope).compile(spec.filter, Source("feature drawn"))
+        filters[spec.name] = _applies(predicate)
+    online = compile_features([spec], keys, filters, event_types=setup.types, allowed_lateness="5m")
+    seen = [online.observe(setup.catalog.validate(raw)) for raw in raws]
+    query = compile_offline([spec], entity_keys=keys, event_types=setup.types)
+    drawn = Setup(setup.project, setup.catalog, setup.types, query.sql, query.names)
+    rows = offline_rows(drawn, store(raws, setup))
+    assert list(mismatches(drawn, seen, rows)) == []
+
+
 @examples(40)
 @given(raws=streams(behind=WITH_LATE))
 def test_late_events_are_counted_and_never_disturb_in_time_events(
@@ -464,6 +540,13 @@ def test_sums_beyond_double_precision_stay_exact(setup: Setup) -> None:
     rows = offline_rows(setup, store(raws, setup))
     assert list(mismatches(setup, seen, rows)) == []
     assert seen[-1]["customer.amount_sum_1h"] == float(24 * 999999999999999 - 6) / 1e6
+    # Squares near 1e30: the exact integer spread, then one defined rounding recipe.
+    units = [999999999999999] * 24 + [-1] * 6
+    spread = len(units) * sum(u * u for u in units) - sum(units) ** 2
+    assert spread > 2**64
+    expected = math.sqrt(wide_float(spread) / float(30 * 29)) / 1e6
+    assert seen[-1]["customer.amount_sd_1h"] == expected
+    assert expected == pytest.approx(statistics.stdev([u / 1e6 for u in units]), rel=1e-12)
 
 
 def test_offline_columns_are_the_online_names_in_declaration_order(setup: Setup) -> None:

@@ -14,27 +14,31 @@ names) reaches it solely as ``repr()`` of a string; every identifier is ours.
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from decisionloop.domain.events import Event
+from decisionloop.features.semantics import wide_float
 
 if TYPE_CHECKING:
     from decisionloop.features.online import Group, Output
 
 # observe(event, ts, watermark, update, out): writes every name the event sees into ``out``.
 Observe = Callable[[Event, int, int, bool, dict[str, Any]], None]
-COUNT, SUM, AVG, MIN, MAX, DISTINCT = range(6)  # as in online.py
-_EMPTY = {COUNT: "0", SUM: "None", AVG: "None", MIN: "None", MAX: "None", DISTINCT: "0"}
+COUNT, SUM, AVG, MIN, MAX, DISTINCT, STDDEV, FIRST_SEEN, SINCE_LAST = range(9)  # as in online.py
+_EMPTY = {COUNT: "0", DISTINCT: "0"}  # the others are NULL over no events
 
 
 def generate(groups: list[Group]) -> tuple[str, Observe]:
     """The source of the observe function and the function itself."""
     namespace: dict[str, Any] = {
+        "bisect_left": bisect_left,
         "bisect_right": bisect_right,
         "_float": float,
         "_floor": math.floor,
+        "_sqrt": math.sqrt,
+        "_wide": wide_float,
     }
     # A filter text over the same event types means the same in every group: evaluated once.
     shared: dict[tuple[str, frozenset[str]], str] = {}
@@ -81,7 +85,7 @@ def _group(
     code.append(f"if update and {test} and ts > watermark - {group.retention}:")
     code += ["    " + line for line in _update(i, group, namespace, shared, excluding)]
     code.append("if h is None:")
-    code += [f"    out[{o.name!r}] = {_EMPTY[o.code]}" for o in group.outputs]
+    code += [f"    out[{o.name!r}] = {_EMPTY.get(o.code, 'None')}" for o in group.outputs]
     code.append("else:")
     code += ["    " + line for line in _read(i, group, excluding)]
     return code
@@ -121,6 +125,9 @@ def _update(
             increments.append(f)
         elif role == "units":
             increments.append(f"q{prefix[2]}" if f == "True" else f"(q{prefix[2]} if {f} else 0)")
+        elif role == "squares":
+            square = f"q{prefix[2]} * q{prefix[2]}"
+            increments.append(square if f == "True" else f"({square} if {f} else 0)")
         else:
             present = f"v{prefix[2]} is not None"
             increments.append(f"({present})" if f == "True" else f"({f} and {present})")
@@ -209,6 +216,10 @@ def _output(i: int, o: Output) -> list[str]:
         if o.fed < 0:
             return [f"{target}{stop} - {start}"]
         return [f"{target}p{o.fed}[{stop}] - p{o.fed}[{start}]"]
+    if o.code in (FIRST_SEEN, SINCE_LAST):
+        return _age(o, target, start, stop)
+    if o.code == STDDEV:
+        return _stddev(o, target, start, stop)
     if o.code in (SUM, AVG):
         total = f"p{o.units}[{stop}] - p{o.units}[{start}]"
         if o.code == SUM:
@@ -242,4 +253,37 @@ def _output(i: int, o: Output) -> list[str]:
         *("    " + line for line in small),
         "else:",
         f"    {target}{call}",
+    ]
+
+
+def _age(o: Output, target: str, start: str, stop: str) -> list[str]:
+    """Seconds from the first (``first_seen_age``) or last (``time_since_last``) event the
+    filter passed in ``[start, stop)``: found by bisecting the filter's prefix count."""
+    if o.fed < 0:
+        at = start if o.code == FIRST_SEEN else f"{stop} - 1"
+        return [f"{target}_float(ts - times[{at}]) / 1e6 if {stop} > {start} else None"]
+    p = f"p{o.fed}"
+    if o.code == FIRST_SEEN:  # the first j with p[j] > p[start]: event j - 1 is the first fed
+        found = f"bisect_right({p}, {p}[{start}], {start}, {stop} + 1)"
+    else:  # the first j with p[j] == p[stop]: event j - 1 is the last fed
+        found = f"bisect_left({p}, {p}[{stop}], {start}, {stop} + 1)"
+    return [
+        f"if {p}[{stop}] > {p}[{start}]:",
+        f"    {target}_float(ts - times[{found} - 1]) / 1e6",
+        "else:",
+        f"    {target}None",
+    ]
+
+
+def _stddev(o: Output, target: str, start: str, stop: str) -> list[str]:
+    """The sample standard deviation from exact integer totals (see ``semantics``)."""
+    scale = "" if o.integer else " / 1e6"
+    return [
+        f"n = p{o.present}[{stop}] - p{o.present}[{start}]",
+        "if n > 1:",
+        f"    total = p{o.units}[{stop}] - p{o.units}[{start}]",
+        f"    spread = n * (p{o.squares}[{stop}] - p{o.squares}[{start}]) - total * total",
+        f"    {target}_sqrt(_wide(spread) / _float(n * (n - 1))){scale}",
+        "else:",
+        f"    {target}None",
     ]

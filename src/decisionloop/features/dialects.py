@@ -12,6 +12,9 @@ goes through a method here, so a Spark generator overrides these and nothing els
   ``size(collect_set(...))`` or the exact self-join path for distinct/min/max.
 * ``int_div`` / ``unnest_pair`` — the exact path's bucketed equi-join; Spark: ``div`` and
   ``explode(array(...))``.
+* ``to_wide`` — 128-bit integers for the exact sums of squares behind ``stddev``; Spark:
+  ``DECIMAL(38, 0)`` (its ``//`` and ``%`` then need ``div`` and ``pmod``).
+* ``expression`` / ``sql`` — derived features: checked trees printed by the rules' SQL back end.
 * ``filter`` — feature filters are the rule language: the rules package's SQL back end
   (:func:`decisionloop.rules.sql.predicate_sql`) prints them with the online semantics for the
   dialect, over columns named like the fields (timestamps as UTC instants).
@@ -21,8 +24,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from sqlglot import exp
+
 from decisionloop.rules.expressions import Checked
-from decisionloop.rules.sql import Dialect, predicate_sql
+from decisionloop.rules.sql import Dialect, predicate_sql, sql_tree
 
 
 def quote(name: str) -> str:
@@ -83,13 +88,24 @@ class DuckDBDialect:
     def to_bigint(self, value: str) -> str:
         return f"CAST({value} AS BIGINT)"
 
+    def to_wide(self, value: str) -> str:
+        """A 128-bit integer (Spark: ``DECIMAL(38, 0)``), for exact sums of squares."""
+        return f"CAST({value} AS HUGEINT)"
+
     def to_double(self, value: str) -> str:
         return f"CAST({value} AS DOUBLE)"
 
-    # -- filters --------------------------------------------------------------------------------
+    # -- filters and derived features -------------------------------------------------------
     def filter(self, checked: Checked) -> str:
         """A checked filter over columns named like its names (``predicate_sql``)."""
         return predicate_sql(checked, self.name)
+
+    def expression(self, checked: Checked) -> exp.Expression:
+        """A checked expression as a SQL tree over columns named like its names."""
+        return sql_tree(checked, self.name)
+
+    def sql(self, tree: exp.Expression) -> str:
+        return tree.sql(dialect=self.name)
 
 
 DUCKDB = DuckDBDialect()

@@ -45,18 +45,28 @@ from typing import Any
 
 import duckdb
 import polars as pl
+from sqlglot import exp
 
 from decisionloop.domain.events import EventType
 from decisionloop.errors import DefinitionError, ExpressionError, Problem
+from decisionloop.features.derived import (
+    DerivedFeature,
+    DerivedSpec,
+    compile_derived,
+    names_by_type,
+    project_derived,
+)
 from decisionloop.features.dialects import DUCKDB, DuckDBDialect, quote
 from decisionloop.features.online import epoch_us
 from decisionloop.features.semantics import (
     NUMBER_SCALE,
+    US,
+    WIDE_SPLIT,
     Definition,
     HasFields,
     resolve,
 )
-from decisionloop.project.definitions import FeatureSpec
+from decisionloop.project.definitions import FIELDLESS, FeatureSpec
 from decisionloop.project.loader import Project
 from decisionloop.rules.expressions import Compiler, Source
 from decisionloop.rules.typecheck import SqlType, field_type
@@ -96,7 +106,7 @@ class _Stream:
 
     @property
     def summed(self) -> bool:
-        return any(d.spec.aggregation in ("sum", "avg") for d in self.definitions)
+        return any(d.spec.aggregation in ("sum", "avg", "stddev") for d in self.definitions)
 
 
 @dataclass
@@ -128,13 +138,14 @@ def compile_offline(
     end: datetime | None = None,
     table: str = "events",
     dialect: DuckDBDialect = DUCKDB,
+    derived: Sequence[DerivedSpec] = (),
 ) -> OfflineQuery:
     """Compile feature definitions into one point-in-time-correct query over ``table``.
 
     ``project_or_specs``: a loaded :class:`Project`, or feature specs with ``entity_keys`` (entity
-    -> key field) and ``event_types`` (compiled ``EventType`` objects: their fields include the
-    entity keys). ``types``, ``start`` (inclusive) and ``end`` (exclusive) select the events that
-    get a row; earlier events still count in their windows.
+    -> key field), ``event_types`` (compiled ``EventType`` objects: their fields include the
+    entity keys) and optionally ``derived`` features. ``types``, ``start`` (inclusive) and ``end``
+    (exclusive) select the events that get a row; earlier events still count in their windows.
     """
     if isinstance(project_or_specs, Project):
         specs, entity_keys, event_types = _project_parts(project_or_specs)
@@ -143,7 +154,22 @@ def compile_offline(
         if entity_keys is None or event_types is None:
             raise TypeError("feature specs need entity_keys and event_types")
     definitions = resolve(specs, entity_keys, event_types)
-    return _Compiler(definitions, event_types, dialect).compile(types, start, end, table)
+    read = names_by_type(((d.key_field, d.names) for d in definitions), event_types)
+    if isinstance(project_or_specs, Project):
+        compiled, problems = project_derived(project_or_specs, event_types, read)
+    else:
+        sources = {d.name: Source(f"derived {d.name}") for d in derived}
+        compiled, problems = compile_derived(
+            derived,
+            sources,
+            lambda name, _, why: Problem(f"derived {name}", why),
+            event_types,
+            read,
+        )
+    if problems:
+        raise DefinitionError(f"{len(problems)} problem(s) in derived features", problems)
+    compiler = _Compiler(definitions, event_types, dialect, compiled)
+    return compiler.compile(types, start, end, table)
 
 
 def offline_features(
@@ -178,8 +204,10 @@ class _Compiler:
         definitions: list[Definition],
         event_types: Mapping[str, HasFields],
         dialect: DuckDBDialect,
+        derived: Sequence[DerivedFeature] = (),
     ) -> None:
         self.definitions = definitions
+        self.derived = list(derived)
         self.event_types = event_types
         self.d = dialect
         self.streams: list[_Stream] = []
@@ -187,14 +215,24 @@ class _Compiler:
         self.field_types: dict[str, str] = {}
         self.problems: list[Problem] = []
         self.plan: dict[int, _Stream] = {}
-        # Counts read no field: they join any stream of the same events, so plan them last.
-        for definition in sorted(definitions, key=lambda d: d.spec.aggregation == "count"):
+        # Counts and ages read no field: they join any stream of the same events, so plan them
+        # last.
+        for definition in sorted(definitions, key=lambda d: d.spec.aggregation in FIELDLESS):
             self.plan[id(definition)] = self._plan(definition)
+        # The event fields derived features read travel beside the feature values.
+        fields = {"occurred_at"}.union(*(t.fields for t in event_types.values()))
+        carried: set[str] = set()
+        for feature in self.derived:
+            for checked in feature.checked.values():
+                for name in set(checked.reads) & fields:
+                    self._use_field(name, feature.name)
+                    carried.add(name)
+        self.derived_fields = sorted(carried)
 
     # -- planning -------------------------------------------------------------------------------
     def _plan(self, definition: Definition) -> _Stream:
         spec = definition.spec
-        value_field = spec.field if spec.aggregation != "count" else None
+        value_field = spec.field if spec.aggregation not in FIELDLESS else None
         events = (definition.key_field, tuple(sorted(spec.event_types)), spec.filter)
         stream = next(
             (
@@ -220,6 +258,8 @@ class _Compiler:
         return stream
 
     def _use_field(self, name: str, feature: str) -> None:
+        if name == "occurred_at":  # a column of every event, not a payload field
+            return
         declared = {
             fields[name].type
             for fields in (t.fields for t in self.event_types.values())
@@ -275,7 +315,7 @@ class _Compiler:
             raise DefinitionError(
                 f"{len(self.problems)} problem(s) compiling offline features", self.problems
             )
-        if not self.definitions:
+        if not self.definitions and not self.derived:
             where = []
             if types is not None:
                 where.append(f"event_type IN ({', '.join(map(_string, types)) or 'NULL'})")
@@ -336,6 +376,7 @@ class _Compiler:
                 )
                 base_columns.append(f"{units} AS {self._units(value_field)}")
         base_columns += [f"_fed{s.index}" for s in self.streams]
+        base_columns += [quote(f) for f in self.derived_fields if f not in self.entities]
         base = f"SELECT _seq, _id, _type, _t, {', '.join(base_columns)} FROM flagged"
 
         outputs: list[tuple[str, str, str]] = []  # (name, key field, expression over atoms)
@@ -362,7 +403,7 @@ class _Compiler:
                 flag += f" OR sum({magnitude}) OVER (PARTITION BY {k}) >= {2**53}"
             # Rows without the key read NULL whatever their partition holds: never flagged.
             win_columns.append(f"{k} IS NOT NULL AND ({flag}) AS _a_{_ident(key)}")
-        win = f"SELECT *, {', '.join(win_columns)} FROM base"
+        win = f"SELECT {', '.join(['*', *win_columns])} FROM base"
 
         # Everything inline but the windowed rows: the window path reads them, and the exact path
         # reads them twice (flagged rows, and the rows in their windows).
@@ -400,8 +441,9 @@ class _Compiler:
                 )
             )
             joins.append(f"LEFT JOIN {name} ON {name}._seq = w._seq")
-        window_values = ["w._seq", "w._id AS event_id"]
-        exact_values = ["w._seq", "w._id AS event_id"]
+        carried = ["w._seq", "w._id AS event_id", "w._type"]
+        carried += [f"w.{quote(name)}" for name in self.derived_fields]
+        window_values, exact_values = list(carried), list(carried)
         for name, key, expression in outputs:
             ident = _ident(key)
             k = quote(key)
@@ -421,7 +463,7 @@ class _Compiler:
         flagged_any = " OR ".join(f"w._a_{_ident(key)}" for key in self.entities) or "false"
         window_where = " AND ".join([*targets, f"NOT ({flagged_any})"])
         exact_where = " AND ".join([*targets, f"({flagged_any})"])
-        names = ", ".join(quote(name) for name, _, _ in outputs)
+        names = ", ".join([*(quote(name) for name, _, _ in outputs), *self._derived_sql()])
         sql = (
             "WITH "
             + ",\n".join(
@@ -434,7 +476,30 @@ class _Compiler:
             + f"SELECT {', '.join(exact_values)} FROM win w {' '.join(joins)} WHERE {exact_where}\n"
             + ") ORDER BY _seq"
         )
-        return OfflineQuery(sql, [name for name, _, _ in outputs])
+        return OfflineQuery(sql, [name for name, _, _ in outputs] + [d.name for d in self.derived])
+
+    def _derived_sql(self) -> list[str]:
+        """Each derived feature over the feature columns and carried fields: its expression for
+        each of its event types (the derived ones it reads written out inline), NULL for other
+        types, a double when it is a number (as online)."""
+        trees: dict[tuple[str, str], exp.Expression] = {}  # (name, event type) -> SQL tree
+        columns = []
+        for feature in self.derived:  # in dependency order
+            branches = []
+            for event_type, checked in feature.checked.items():
+
+                def inline(node: exp.Expression, event_type: str = event_type) -> exp.Expression:
+                    if isinstance(node, exp.Column) and (node.name, event_type) in trees:
+                        return exp.Paren(this=trees[(node.name, event_type)].copy())
+                    return node
+
+                tree = self.d.expression(checked).transform(inline)
+                if feature.number:
+                    tree = exp.cast(tree, exp.DataType.build("DOUBLE"))
+                trees[(feature.name, event_type)] = tree
+                branches.append(f"WHEN _type = {_string(event_type)} THEN {self.d.sql(tree)}")
+            columns.append(f"CASE {' '.join(branches)} END AS {quote(feature.name)}")
+        return columns
 
     def _atom(self, key: str, atom: tuple[Any, ...]) -> str:
         entity = self.entities[key]
@@ -451,15 +516,21 @@ class _Compiler:
         aggregation = definition.spec.aggregation
         key = definition.key_field
 
-        def atom(kind: str) -> str:
-            return "{atom:" + self._atom(key, (kind, i, window, include)) + "}"
+        def atom(kind: str, exclusive: bool = not include) -> str:
+            return "{atom:" + self._atom(key, (kind, i, window, not exclusive)) + "}"
 
         d = self.d
         if aggregation == "count":
             return atom("count")
         if aggregation in ("min", "max", "distinct_count"):
             return atom(aggregation)
+        if aggregation in ("first_seen_age", "time_since_last"):
+            # time_since_last never counts the current row (it would always give 0).
+            seen = atom("first") if aggregation == "first_seen_age" else atom("last", True)
+            return f"{d.to_double(f'w._t - {seen}')} / {d.to_double(str(US))}"
         total = atom("units" if stream.kind == "number" else "sum")
+        if aggregation == "stddev":
+            return self._stddev(stream, atom("present"), total, atom("squares"))
         if aggregation == "sum":
             if stream.kind == "number":
                 return f"{d.to_double(total)} / {d.to_double(str(NUMBER_SCALE))}"
@@ -467,6 +538,17 @@ class _Compiler:
         present = atom("present")
         scale = f" * {NUMBER_SCALE}" if stream.kind == "number" else ""
         return f"{d.to_double(total)} / {d.to_double(f'{present}{scale}')}"
+
+    def _stddev(self, stream: _Stream, count: str, total: str, squares: str) -> str:
+        """The sample standard deviation from exact totals, as ``semantics`` defines it."""
+        d = self.d
+        spread = f"({d.to_wide(count)} * {squares} - {d.to_wide(total)} * {total})"
+        high = d.to_double(d.to_bigint(f"{spread} // {WIDE_SPLIT}"))
+        low = d.to_double(d.to_bigint(f"{spread} % {WIDE_SPLIT}"))
+        pairs = d.to_double(f"{count} * ({count} - 1)")
+        variance = f"({high} * {d.to_double(str(WIDE_SPLIT))} + {low}) / {pairs}"
+        scale = f" / {d.to_double(str(NUMBER_SCALE))}" if stream.kind != "integer" else ""
+        return f"CASE WHEN {count} > 1 THEN sqrt({variance}){scale} END"
 
     def _value(self, value_field: str) -> str:
         return f"_val_{_ident(value_field)}"
@@ -480,8 +562,10 @@ class _Compiler:
         stream = self.streams[i]
         if kind == "count":
             return f"CASE WHEN {prefix}_fed{i} THEN 1 END"
+        if kind in ("first", "last"):
+            return f"CASE WHEN {prefix}_fed{i} THEN {prefix}_t END"
         assert stream.value_field is not None
-        column = self._units if kind in ("units", "sum") else self._value
+        column = self._units if kind in ("units", "sum", "squares") else self._value
         return f"CASE WHEN {prefix}_fed{i} THEN {prefix}{column(stream.value_field)} END"
 
     def _window_atom(self, key: str, atom: tuple[Any, ...]) -> str:
@@ -493,6 +577,10 @@ class _Compiler:
             # the partition guard (see compile) ensures; other partitions take the exact path.
             "units": f"sum({self.d.to_double(column)})",
             "sum": f"sum({self.d.to_double(column)})",
+            # Squares far exceed 2^53: added as 128-bit integers, exact in every partition.
+            "squares": f"sum({self.d.to_wide(column)} * {column})",
+            "first": f"min({column})",
+            "last": f"max({column})",
             "present": f"count({column})",
             "min": f"min({column})",
             "max": f"max({column})",
@@ -509,6 +597,9 @@ class _Compiler:
             "count": f"count({masked})",
             "units": f"sum({masked})",
             "sum": f"sum({masked})",
+            "squares": f"sum({self.d.to_wide(masked)} * {masked})",
+            "first": f"min({masked})",
+            "last": f"max({masked})",
             "present": f"count({masked})",
             "min": f"min({masked})",
             "max": f"max({masked})",

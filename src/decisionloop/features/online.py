@@ -6,9 +6,11 @@ The values follow :mod:`decisionloop.features.semantics` exactly; the offline en
 Layout. All definitions of one entity key fed by the same event types form a :class:`Group`. Per
 entity id a group keeps one :class:`History`: the event times of the events that feed at least one
 of its definitions, sorted by (event time, ingestion), and beside them *columns* — for each
-filter a prefix count of the events it passes (``count``), for each filter and field prefix sums
-of quantised values and of non-NULL values (``sum``, ``avg``: a window total is one subtraction),
-and the values themselves, NULL where the filter fails (``min``, ``max``, ``distinct_count``).
+filter a prefix count of the events it passes (``count``; its first and last event in a window by
+bisection: ``first_seen_age``, ``time_since_last``), for each filter and field prefix sums of
+quantised values, of their squares and of non-NULL values (``sum``, ``avg``, ``stddev``: a window
+total is one subtraction), and the values themselves, NULL where the filter fails (``min``,
+``max``, ``distinct_count``).
 So one event costs one key lookup, one append and one bisection per distinct window for the whole
 group, whatever the number of its definitions. ``min``/``max``/``distinct_count`` aggregate the
 slice in C for small windows and keep an incremental :class:`Cursor` for large ones (a busy
@@ -33,6 +35,7 @@ from typing import Any
 
 from decisionloop.domain.events import Event
 from decisionloop.features.codegen import generate
+from decisionloop.features.derived import DerivedFeature, Evaluation, evaluate, evaluations
 from decisionloop.features.semantics import (
     DEFAULT_ALLOWED_LATENESS,
     US,
@@ -57,7 +60,7 @@ __all__ = [
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
-COUNT, SUM, AVG, MIN, MAX, DISTINCT = range(6)
+COUNT, SUM, AVG, MIN, MAX, DISTINCT, STDDEV, FIRST_SEEN, SINCE_LAST = range(9)
 CODES = {
     "count": COUNT,
     "sum": SUM,
@@ -65,6 +68,9 @@ CODES = {
     "min": MIN,
     "max": MAX,
     "distinct_count": DISTINCT,
+    "stddev": STDDEV,
+    "first_seen_age": FIRST_SEEN,
+    "time_since_last": SINCE_LAST,
 }
 # A window holding more values than this gets an incremental cursor for min/max/distinct_count;
 # below it, aggregating the slice in C is faster and needs no memory.
@@ -265,8 +271,9 @@ class Output:
     window: int  # index into Group.windows
     include_current: bool
     fed: int  # prefix counting the events the filter passes; -1: every event of the group
-    units: int = -1  # prefix of quantised values (sum, avg)
-    present: int = -1  # prefix of non-NULL values (sum, avg)
+    units: int = -1  # prefix of quantised values (sum, avg, stddev)
+    present: int = -1  # prefix of non-NULL values (sum, avg, stddev)
+    squares: int = -1  # prefix of squared quantised values (stddev)
     column: int = -1  # values column (min, max, distinct_count)
     integer: bool = False  # sum/avg of an integer field: integer arithmetic
 
@@ -284,7 +291,7 @@ class Group:
     filters: list[tuple[str | None, Callable[[Event], bool]]] = field(default_factory=list)
     # Field values as the definitions read them: (field, kind), normalised once per event.
     slots: list[tuple[str, ValueKind]] = field(default_factory=list)
-    # Prefixes: ("fed", filter) | ("units", filter, slot) | ("present", filter, slot).
+    # Prefixes: ("fed", filter) | ("units" | "squares" | "present", filter, slot).
     prefixes: list[tuple[Any, ...]] = field(default_factory=list)
     # Value columns: (filter, slot); heaps: whether min/max read it.
     columns: list[tuple[int, int]] = field(default_factory=list)
@@ -314,18 +321,20 @@ class Group:
         self.bucket_us = max(US, self.retention // 4)
         for name, width in zip(definition.names, definition.windows_us, strict=True):
             w = self._index(self.windows, width)
-            include = spec.include_current
-            if code == COUNT:
+            # time_since_last never counts the current event (it would always give 0).
+            include = spec.include_current and code != SINCE_LAST
+            if code in (COUNT, FIRST_SEEN, SINCE_LAST):
                 self.outputs.append(Output(name, code, w, include, fed))
                 continue
             assert spec.field is not None  # resolve() refuses value aggregations without one
             slot = self._index(self.slots, (spec.field, definition.kind))
-            if code in (SUM, AVG):
+            if code in (SUM, AVG, STDDEV):
                 units = self._index(self.prefixes, ("units", f, slot))
                 present = self._index(self.prefixes, ("present", f, slot))
+                squares = -1 if code != STDDEV else self._index(self.prefixes, ("squares", f, slot))
                 integer = definition.kind == "integer"
                 self.outputs.append(
-                    Output(name, code, w, include, fed, units, present, integer=integer)
+                    Output(name, code, w, include, fed, units, present, squares, integer=integer)
                 )
             else:
                 column = self._index(self.columns, (f, slot))
@@ -438,10 +447,18 @@ class OnlineFeatures:
         self._next_sweep = self.watermark
         self._sweep_every = min((g.bucket_us for g in groups), default=US)
         self.source, self._observe = generate(groups)  # the hot path, inspectable
+        self.derived: list[DerivedFeature] = []
+        self._derived: dict[str, Evaluation] = {}  # event type -> its derived values, in order
+
+    def add_derived(self, derived: Iterable[DerivedFeature]) -> None:
+        """Compute these derived features after the aggregates (``derived.compile_derived``
+        lists them in dependency order)."""
+        self.derived = list(derived)
+        self._derived = evaluations(self.derived)
 
     @property
     def names(self) -> list[str]:
-        return [name for f in self.features for name in f.names]
+        return [name for f in self.features for name in f.names] + [d.name for d in self.derived]
 
     def observe(self, event: Event, update: bool = True) -> dict[str, Any]:
         """Return the feature values the event sees, updating state with it when ``update``."""
@@ -456,6 +473,9 @@ class OnlineFeatures:
             elif ts < watermark - self.lateness:
                 self.late_events += 1
         self._observe(event, ts, watermark, update, values)
+        plan = self._derived.get(event.type)
+        if plan is not None:
+            evaluate(plan, {**event.values, "occurred_at": event.occurred_at, **values}, values)
         return values
 
     def _sweep(self, watermark: int) -> None:

@@ -23,6 +23,14 @@ definition of every entity it carries, whether or not it feeds them.
 **Aggregations.** ``count``: the number of such events (a NULL field value counts; the field is
 irrelevant). ``sum``, ``avg``, ``min``, ``max``: over the non-NULL field values, NULL when there are
 none. ``distinct_count``: the number of distinct non-NULL values, 0 when there are none.
+``stddev``: the *sample* standard deviation of the non-NULL field values (``n - 1`` in the
+denominator, as DuckDB's ``stddev``/``stddev_samp`` and pandas), NULL below two values.
+``first_seen_age``: seconds from the earliest event time among the events aggregated to ``t_e``,
+NULL when there are none: how long the entity has been seen, capped by the window (0.0 when the
+current event, included, is the first). ``time_since_last``: seconds from the latest event time
+among the events aggregated *other than* ``e`` itself to ``t_e``, NULL when there are none
+(``include_current`` has no effect: ``e``'s own time would always give 0). Both read no field; both
+are ``double((t_e - t_x) µs) / 1e6`` — exact, windows are far below 2^53 µs.
 
 **Exact numbers.** Summation order differs between an incremental engine and a SQL engine, and
 floating-point addition is not associative, so float sums would differ in the last bits. Both
@@ -38,6 +46,15 @@ order of events, and identical online and offline. The quantised total must stay
 as integers (``sum`` returns an integer, ``avg`` is ``double(S) / double(n)``). ``min``/``max``/
 ``distinct_count`` do no arithmetic and are exact by nature; ``number`` values are normalised with
 ``v + 0.0`` so that ``-0.0`` and ``0.0`` are one value in both engines.
+
+**Exact standard deviations.** With ``n`` values, ``S`` their (quantised) total and ``Q`` the total
+of their squares, both engines form the exact integer ``D = n * Q - S * S`` (never negative: no
+cancellation, however large the mean) — Python integers online, 128-bit integers offline, so
+``|D|`` must stay below 2^125 (amounts up to about 1e9 over thousands of events). ``D`` becomes a
+double through one defined recipe, :func:`wide_float` (integer-to-double conversions of two
+64-bit halves and one addition, since engines convert 128-bit integers differently), and the
+value is ``sqrt(wide_float(D) / double(n * (n - 1)))`` divided by ``1e6`` for ``number`` fields:
+IEEE operations that every engine rounds identically.
 
 **Ties.** Events with the same event time are ordered by ingestion: ``e`` sees an equal-time event
 ingested before it, never one ingested after it.
@@ -74,7 +91,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from decisionloop.errors import DefinitionError, Problem
-from decisionloop.project.definitions import FeatureSpec, FieldSpec, window_seconds
+from decisionloop.project.definitions import FIELDLESS, FeatureSpec, FieldSpec, window_seconds
 
 # Micro-units: the fixed point of number sums and means (see "Exact numbers" above).
 NUMBER_SCALE = 1_000_000
@@ -123,6 +140,16 @@ def integer_mean(total: int, count: int) -> float:
     return float(total) / float(count)
 
 
+# wide_float splits an integer at 2^62: both halves fit a signed 64-bit integer for |D| < 2^125.
+WIDE_SPLIT = 2**62
+
+
+def wide_float(value: int) -> float:
+    """A non-negative integer below 2^125 as a double, as the offline SQL computes it: each
+    64-bit half converted (correctly rounded), the high one scaled exactly, then one addition."""
+    return float(value >> 62) * 4611686018427387904.0 + float(value & (WIDE_SPLIT - 1))
+
+
 def feature_names(spec: FeatureSpec) -> list[str]:
     return [f"{spec.entity}.{spec.name}_{window}" for window in spec.windows]
 
@@ -146,7 +173,7 @@ def field_kind(
     spec: FeatureSpec, event_types: Mapping[str, HasFields] | None
 ) -> tuple[ValueKind, list[str]]:
     """The value kind of a definition's field and the problems that make it unusable."""
-    if spec.field is None or spec.aggregation == "count":
+    if spec.field is None or spec.aggregation in FIELDLESS:
         return "none", []
     if event_types is None:
         return "auto", []
@@ -161,7 +188,7 @@ def field_kind(
     elif len(declared) > 1:
         problems.append(f"field {spec.field!r} has different types: {sorted(declared)}")
     kind: ValueKind = next(iter(declared)) if len(declared) == 1 else "auto"
-    if spec.aggregation in ("sum", "avg") and declared and kind not in SUMMABLE:
+    if spec.aggregation in ("sum", "avg", "stddev") and declared and kind not in SUMMABLE:
         problems.append(
             f"{spec.aggregation} needs a number or integer field, {spec.field!r} is a {kind}"
         )

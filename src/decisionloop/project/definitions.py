@@ -20,6 +20,8 @@ DEFAULT_OUTCOMES = ["approve", "challenge", "review", "decline"]
 RESERVED_FIELDS = ("event_id", "type", "occurred_at")
 WINDOW_RE = re.compile(r"^(\d+)(s|m|h|d)$")
 WINDOW_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+# Feature aggregations that read no field: they count events or measure their times.
+FIELDLESS = ("count", "first_seen_age", "time_since_last")
 
 
 def window_seconds(window: str) -> int:
@@ -76,7 +78,17 @@ class FeatureSpec(Strict):
 
     name: str = Field(pattern=NAME)
     entity: str
-    aggregation: Literal["count", "sum", "avg", "min", "max", "distinct_count"]
+    aggregation: Literal[
+        "count",
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "distinct_count",
+        "stddev",
+        "first_seen_age",
+        "time_since_last",
+    ]
     field: str | None = None
     windows: list[str] = Field(min_length=1)
     event_types: list[str] = Field(min_length=1)

@@ -5,7 +5,8 @@ Layout (a folder kept in git, like a dbt or Feast repository)::
     project.yaml            name, description
     entities.yaml           entities: {customer: {key: customer_id}, ...}
     events/*.yaml           event_types: {transaction: {entities: ..., fields: ...}}
-    features/*.yaml         features: [{name, entity, aggregation, field, windows, ...}]
+    features/*.yaml         features: [{name, entity, aggregation, field, windows, ...}],
+                            templates: [...] (expanded here), derived: [{name, expression, ...}]
     rules/*.yaml            one rule set per file: {name, rules: [...]}
     strategies/*.yaml       one strategy per file: {event_type, rule_sets, thresholds, ...}
 """
@@ -21,7 +22,15 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from decisionloop.errors import DefinitionError, ExpressionError, Problem
+from decisionloop.features.derived import DerivedSpec
+from decisionloop.features.templates import (
+    FeatureTemplate,
+    Origin,
+    check_feature_names,
+    expand_template,
+)
 from decisionloop.project.definitions import (
+    FIELDLESS,
     EntitySpec,
     EventTypeSpec,
     FeatureSpec,
@@ -44,7 +53,9 @@ class _EventsFile(BaseModel, extra="forbid"):
 
 
 class _FeaturesFile(BaseModel, extra="forbid"):
-    features: list[FeatureSpec]
+    features: list[FeatureSpec] = []
+    templates: list[FeatureTemplate] = []
+    derived: list[DerivedSpec] = []
 
 
 @dataclass
@@ -56,6 +67,7 @@ class Project:
     entities: dict[str, EntitySpec] = field(default_factory=dict)
     event_types: dict[str, EventTypeSpec] = field(default_factory=dict)
     features: list[FeatureSpec] = field(default_factory=list)
+    derived: list[DerivedSpec] = field(default_factory=list)  # expressions over features
     rule_sets: dict[str, RuleSetSpec] = field(default_factory=dict)
     strategies: dict[str, StrategySpec] = field(default_factory=dict)
     # Where each definition came from, for errors found after parsing (rule texts, references).
@@ -142,14 +154,30 @@ def load_project(root: Path, strict: bool = True) -> Project:
         for name, event_spec in (events.event_types if events else {}).items():
             project.event_types[name] = event_spec
             project.origins[f"event:{name}"] = (str(file.relative_to(root)), ("event_types", name))
+    named: list[Origin] = []
     for file in c.files("features/*.yaml"):
         features = c.load(file, TypeAdapter(_FeaturesFile))
-        for i, feature in enumerate(features.features if features else []):
+        if features is None:
+            continue
+        display = str(file.relative_to(root))
+        for i, feature in enumerate(features.features):
             project.features.append(feature)
-            project.origins[f"feature:{feature.name}"] = (
-                str(file.relative_to(root)),
-                ("features", i),
+            project.origins[f"feature:{feature.name}"] = (display, ("features", i))
+            named.append((feature, c.documents[display], ("features", i)))
+        for i, template in enumerate(features.templates):
+            doc, path = c.documents[display], ("templates", i)
+            expanded, found = expand_template(
+                template, doc, path, project.entities, project.event_types
             )
+            c.problems.extend(found)
+            for feature in expanded:
+                project.features.append(feature)
+                project.origins.setdefault(f"feature:{feature.name}", (display, path))
+                named.append((feature, doc, path))
+        for i, derived in enumerate(features.derived):
+            project.derived.append(derived)
+            project.origins[f"derived:{derived.name}"] = (display, ("derived", i))
+    c.problems.extend(check_feature_names(named))
     for file in c.files("rules/*.yaml"):
         rule_set = c.load(file, TypeAdapter(RuleSetSpec))
         if rule_set:
@@ -221,7 +249,7 @@ def check_references(project: Project) -> list[Problem]:
                     ("field",),
                     f"event type {event_type_name!r} has no field {feature.field!r}",
                 )
-        if feature.aggregation not in ("count",) and not feature.field:
+        if feature.aggregation not in FIELDLESS and not feature.field:
             complain(key, ("aggregation",), f"{feature.aggregation} needs a `field`")
     for event_type_name, strategy in project.strategies.items():
         key = f"strategy:{event_type_name}"
@@ -269,7 +297,12 @@ def check_expression_syntax(project: Project) -> list[Problem]:
     for set_name, rule_set in project.rule_sets.items():
         for index, rule in enumerate(rule_set.rules):
             texts.append((f"rule_set:{set_name}", ("rules", index, "when"), rule.when))
+    parsed: set[tuple[object, ...]] = set()
     for key, path, text in texts:
+        where = (project.origins.get(key), path)
+        if where in parsed:  # a template's filter: once, not once per expansion
+            continue
+        parsed.add(where)
         try:
             parse(text, project.expression_source(key, path))
         except ExpressionError as exc:
