@@ -15,7 +15,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import get_close_matches
 from typing import Any
 
@@ -24,6 +24,7 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from decisionloop.errors import ExpressionError, Problem
+from decisionloop.ops.lookups import AS_OF, HAS_LABEL, LOOKUP_FUNCTIONS, LookupScope
 from decisionloop.rules.functions import (
     like_matcher,
     sql_dayofweek,
@@ -283,6 +284,8 @@ class Checked:
     reads: list[str]  # names read, in first-use order (for explanations)
     type: SqlType
     types: dict[str, SqlType]  # the type of every name read
+    # Functions the tree calls beyond SQL's (the lookups' bound index methods), for every back end.
+    functions: Mapping[str, CustomFunction] = field(default_factory=dict)
 
 
 Scope = Mapping[str, SqlType | str] | Iterable[str]
@@ -293,16 +296,25 @@ class Compiler:
 
     ``names`` maps each name to its type (``number``, ``integer``, ``string``, ``boolean``,
     ``timestamp``, or a declared field type such as ``enum``); a plain iterable of names is
-    accepted too and leaves them untyped (``any``).
+    accepted too and leaves them untyped (``any``). With ``lookups``, ``has_label`` and
+    ``in_list`` are available (:mod:`decisionloop.ops.lookups`).
     """
 
-    def __init__(self, names: Scope, functions: Mapping[str, CustomFunction] | None = None) -> None:
+    def __init__(
+        self,
+        names: Scope,
+        functions: Mapping[str, CustomFunction] | None = None,
+        lookups: LookupScope | None = None,
+    ) -> None:
         if isinstance(names, Mapping):
             self.types: dict[str, SqlType] = {n: _scope_type(t) for n, t in names.items()}
         else:
             self.types = dict.fromkeys(names, "any")
         self.names = frozenset(self.types)
         self.functions = dict(functions or {})
+        self.lookups = lookups
+        self._lookup_functions = lookups.functions() if lookups else {}
+        self.functions.update(self._lookup_functions)
         self._sorted_names = sorted(self.names)
 
     def check(self, text: str, source: Source, condition: bool = True) -> Checked:
@@ -310,7 +322,16 @@ class Compiler:
         tree = parse(text, source)
         used: list[str] = []
         problems: list[Problem] = []
+        calls = [c for c in tree.find_all(exp.Anonymous) if c.name.lower() in LOOKUP_FUNCTIONS]
+        entity_args = {id(c.expressions[0]) for c in calls if _is_entity_call(c)}
+        if self.lookups is not None:
+            problems += [
+                _problem(text, *_node_span(node), why, source)
+                for node, why in self._lookup_problems(calls)
+            ]
         for node in tree.find_all(exp.Column):
+            if id(node) in entity_args:
+                continue
             name = column_name(node)
             if name in self.names:
                 if name not in used:
@@ -323,7 +344,8 @@ class Compiler:
             )
         for call in tree.find_all(exp.Anonymous):
             if call.name.lower() not in self.functions:
-                known = ", ".join(sorted(self.functions)) or "none"
+                custom = (f for f in self.functions if f not in LOOKUP_FUNCTIONS)
+                known = ", ".join(sorted(custom)) or "none"
                 reason = f"unknown function {call.name!r} (custom functions: {known})"
                 problems.append(_problem(text, *_node_span(call), reason, source))
         checker = TypeChecker(self.types, column_name)
@@ -334,7 +356,72 @@ class Compiler:
         if problems or typed:
             message = "expression refers to unknown names" if problems else "type error"
             raise ExpressionError(message, problems + typed)
-        return Checked(text, tree, used, kind, {n: self.types[n] for n in used})
+        types = {n: self.types[n] for n in used}
+        if calls and self.lookups is not None:
+            tree = tree.transform(self._canonical_lookup, copy=False)
+            for name in self._lookup_reads(calls):
+                if name not in used:
+                    used.append(name)
+                    types[name] = "timestamp" if name == AS_OF else "string"
+        functions = {c.name.lower(): self._lookup_functions[c.name.lower()] for c in calls}
+        return Checked(text, tree, used, kind, types, functions)
+
+    def _lookup_problems(self, calls: list[exp.Anonymous]) -> Iterable[tuple[exp.Expression, str]]:
+        """``has_label(<entity>, '<label>')`` and ``in_list('<list>', <string>)``, nothing else."""
+        assert self.lookups is not None
+        entities = self.lookups.entities
+        for call in calls:
+            name, args = call.name.lower(), call.expressions
+            shape = "(entity, 'label')" if name == HAS_LABEL else "('list name', value)"
+            if len(args) != 2:
+                yield call, f"{name} takes 2 arguments {shape}, got {len(args)}"
+                continue
+            if name == HAS_LABEL:
+                entity, label = args
+                if not _is_entity_call(call):
+                    yield entity, f"{name} needs an entity name first {shape}"
+                elif (entity_name := column_name(entity)) not in entities:
+                    close = get_close_matches(entity_name, sorted(entities), n=3)
+                    hint = f"; did you mean {', '.join(close)}?" if close else ""
+                    known = ", ".join(sorted(entities)) or "none"
+                    yield (
+                        entity,
+                        f"unknown entity {entity_name!r}{hint} (this event carries: {known})",
+                    )
+                if not _is_string_literal(label):
+                    yield label, f"{name} needs the label as a string literal {shape}"
+            else:
+                list_name, value = args
+                if not _is_string_literal(list_name):
+                    yield list_name, f"{name} needs the list name as a string literal {shape}"
+                kind = TypeChecker(self.types, column_name).infer(value)
+                if kind not in ("string", "null", "any"):
+                    yield value, f"{name} compares with string items, got {kind}"
+
+    def _lookup_reads(self, calls: list[exp.Anonymous]) -> list[str]:
+        assert self.lookups is not None
+        reads: list[str] = []
+        for call in calls:
+            if call.name.lower() == HAS_LABEL:
+                reads.append(self.lookups.entities[column_name(call.expressions[0])])
+            reads.append(AS_OF)
+        return reads
+
+    def _canonical_lookup(self, node: exp.Expression) -> exp.Expression:
+        """``has_label(device, 'x')`` -> ``has_label('device', device_id, 'x', decided_at)``;
+        ``in_list('l', v)`` -> ``in_list('l', v, decided_at)``: every input is explicit."""
+        if not isinstance(node, exp.Anonymous) or node.name.lower() not in LOOKUP_FUNCTIONS:
+            return node
+        assert self.lookups is not None
+        name, args = node.name.lower(), node.expressions
+        at = exp.column(AS_OF)
+        if name == HAS_LABEL:
+            entity = column_name(args[0])
+            key = exp.column(self.lookups.entities[entity])
+            canonical = [exp.Literal.string(entity), key, args[1], at]
+        else:
+            canonical = [args[0], args[1], at]
+        return exp.Anonymous(this=name, expressions=canonical)
 
     def compile(self, text: str, source: Source) -> tuple[Compiled, list[str]]:
         """Return the closure and the names it reads (in first-use order, for explanations)."""
@@ -458,6 +545,21 @@ class Compiler:
             return default(row)
 
         return evaluate
+
+
+def _is_entity_call(call: exp.Anonymous) -> bool:
+    """``has_label(device, ...)``: its first argument is a bare name (the entity)."""
+    args = call.expressions
+    return (
+        call.name.lower() == HAS_LABEL
+        and bool(args)
+        and isinstance(args[0], exp.Column)
+        and args[0].args.get("table") is None
+    )
+
+
+def _is_string_literal(node: exp.Expression) -> bool:
+    return isinstance(node, exp.Literal) and node.is_string
 
 
 def if_as_case(node: exp.If) -> exp.Case:

@@ -158,7 +158,10 @@ def compile_online(
     name: str = "evaluate_rules",
 ) -> OnlineRules:
     """Compile every predicate into one function returning the indices of those that are TRUE."""
-    return _Generator(predicates, dict(functions or {})).build(name)
+    bound: dict[str, CustomFunction] = {}
+    for checked in predicates:  # the lookups' index methods travel with their trees
+        bound.update(checked.functions)
+    return _Generator(predicates, {**bound, **(functions or {})}).build(name)
 
 
 # -- lowering: sqlglot tree -> IR ----------------------------------------------------------------

@@ -32,6 +32,10 @@ NULL in the list; ``CASE`` without ``ELSE``; string comparison by code point (bi
 UTF-8 byte order is code-point order); ``upper``/``lower`` one character to one (Python follows
 DuckDB; Spark uses Java's full case mapping, e.g. ``upper('ß') = 'SS'``).
 
+``has_label``/``in_list`` become ``EXISTS`` over the store's history tables, in force at the
+row's ``decided_at`` (:mod:`decisionloop.ops.lookups`; the tables come from
+:func:`decisionloop.ops.history.register_history`).
+
 Numeric limits stay: DuckDB BIGINT arithmetic fails on 64-bit overflow where Python's integers
 grow, and integers beyond 2^53 compared with doubles may differ in the last bits.
 """
@@ -46,6 +50,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from decisionloop.errors import ExpressionError
+from decisionloop.ops.lookups import LOOKUP_FUNCTIONS, lookup_exists
 from decisionloop.rules.expressions import Checked, column_name
 from decisionloop.rules.typecheck import SqlType, TypeChecker
 
@@ -84,6 +89,10 @@ def sql_tree(checked: Checked, dialect: Dialect = "duckdb") -> exp.Expression:
                 return exp.cast(node, exp.DataType.build("DOUBLE"))
             return exp.cast(node, exp.DataType.build("BIGINT")) if in_arithmetic else node
         if isinstance(node, exp.Anonymous):
+            if node.name.lower() in LOOKUP_FUNCTIONS:  # point-in-time EXISTS over the history
+                return lookup_exists(
+                    node.name.lower(), [rewrite(a, False) for a in node.expressions]
+                )
             raise ExpressionError(f"custom function {node.name!r} has no SQL form")
         untyped_null = isinstance(node, exp.Hour | exp.DayOfWeek) and (
             checker.infer(node.this) == "null"

@@ -191,7 +191,8 @@ class TypeChecker:
         if isinstance(node, exp.Anonymous):
             for argument in node.expressions:
                 self.infer(argument)
-            return "any"
+            # has_label / in_list are EXISTS lookups: TRUE or FALSE, never NULL.
+            return "boolean" if node.name.lower() in ("has_label", "in_list") else "any"
         return self._fail(node, f"no type for {type(node).__name__}")  # whitelist forbids it
 
     def _arithmetic(self, node: exp.Expression, symbol: str) -> SqlType:
