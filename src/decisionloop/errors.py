@@ -7,7 +7,8 @@ Library errors are translated at the boundary with ``raise ... from exc``.
     DecisionLoopError                      DL000
     ├── ConfigError                        DL100  settings or environment
     ├── DefinitionError                    DL200  project folder definitions (file, line, reason)
-    │   └── ExpressionError                DL210  a SQL expression in a rule or feature
+    │   ├── ExpressionError                DL210  a SQL expression in a rule or feature
+    │   └── RestartRequiredError           DL230  a change a hot reload cannot apply
     ├── InputError                         DL300  data sent to us
     │   ├── EventValidationError           DL310  an event fails its declared type (field paths)
     │   ├── PayloadTooLargeError           DL320  a body over the configured limit
@@ -88,6 +89,13 @@ class ExpressionError(DefinitionError):
     code = "DL210"
 
 
+class RestartRequiredError(DefinitionError):
+    """Valid definitions that a running service cannot take without rebuilding online state."""
+
+    code = "DL230"
+    http_status = 409
+
+
 class InputError(DecisionLoopError):
     code = "DL300"
     http_status = 422
@@ -126,6 +134,7 @@ ALL_ERRORS: tuple[type[DecisionLoopError], ...] = (
     ConfigError,
     DefinitionError,
     ExpressionError,
+    RestartRequiredError,
     InputError,
     EventValidationError,
     PayloadTooLargeError,
