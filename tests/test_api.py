@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -318,3 +319,18 @@ def test_event_endpoints_are_documented_and_post_only(client: TestClient) -> Non
         assert answer.status_code == 405
         assert answer.headers["allow"] == "POST"
     assert "Error" in spec["components"]["schemas"]
+
+
+def test_an_event_dated_in_the_future_is_refused(client: TestClient) -> None:
+    ahead = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    answer = client.post("/v1/decide", json=transaction("future-1", occurred_at=ahead))
+    assert answer.status_code == 422
+    (problem,) = answer.json()["error"]["problems"]
+    assert problem["where"] == "body.occurred_at"
+    assert "ahead of the service clock" in problem["reason"]
+    assert "max_future_skew_s" in problem["reason"]
+    # A little ahead (clocks differ) is accepted.
+    near = (datetime.now(UTC) + timedelta(seconds=30)).isoformat()
+    assert (
+        client.post("/v1/decide", json=transaction("future-2", occurred_at=near)).status_code == 200
+    )

@@ -459,3 +459,19 @@ def test_a_label_that_fails_validation_is_a_bad_row_not_an_aborted_import(
     assert report.rows == 2
     assert report.bad == 1
     assert "t9" in stored_events(service)
+
+
+def test_a_row_dated_ahead_of_the_clock_is_a_bad_row(tmp_path: Path) -> None:
+    project = init(tmp_path)
+    first = WIRE_EVENTS.read_text().splitlines()[0]
+    ahead = orjson.loads(first)
+    ahead.update(event_id="ahead-1", occurred_at="2999-01-01T00:00:00+00:00")
+    file = tmp_path / "ahead.jsonl"
+    file.write_text(first + "\n" + orjson.dumps(ahead).decode() + "\n")
+
+    report = import_with(service_for(project, MemorySourceLog()), file, None)
+
+    assert report.stored == 1
+    (problem,) = report.bad_rows
+    assert problem.where == "row 2.occurred_at"
+    assert "ahead of the service clock" in problem.reason

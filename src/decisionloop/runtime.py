@@ -5,11 +5,16 @@ The one place that picks adapters by ``type:``; everything else receives what it
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from collections.abc import Callable
+from datetime import timedelta
 
-from decisionloop.engine.engine import compile_project
+from decisionloop.engine.engine import DecisionEngine, compile_project
 from decisionloop.engine.service import DecisionService
+from decisionloop.ops.index import LookupIndex
+from decisionloop.ops.store import OpsStore, SqlOpsStore
+from decisionloop.rules.versions import ruleset_version
 from decisionloop.settings import DuckDBSourceConfig, Settings
 from decisionloop.storage.duckdb_source import DuckDBSourceLog
 from decisionloop.storage.memory import MemorySourceLog
@@ -24,18 +29,46 @@ def open_source(settings: Settings) -> SourceLog:
     return MemorySourceLog()
 
 
+def open_ops_store(settings: Settings) -> OpsStore:
+    """The labels and lists store: ``ops_store_url``, or a SQLite file in ``data_dir``."""
+    if settings.ops_store_url is None:
+        return SqlOpsStore.at_path(settings.data_dir / "ops.sqlite")
+    return SqlOpsStore(settings.ops_store_url)
+
+
 def open_service(
     settings: Settings, progress: Callable[[int], None] | None = None
 ) -> DecisionService:
     """Load and compile the project, open the source layer, rebuild online state."""
-    _, engine = compile_project(settings.project_dir)
-    service = DecisionService(engine, open_source(settings), recent=settings.recent_decisions)
+    engine = compile_engine(settings)
+    service = DecisionService(
+        engine,
+        open_source(settings),
+        recent=settings.recent_decisions,
+        max_future_skew=timedelta(seconds=settings.max_future_skew_s),
+    )
     try:
+        service.ops = open_ops_store(settings)
+        engine.lookups.apply_labels(service.ops.labels())
+        engine.lookups.apply_items(service.ops.items())
         service.start(progress)
     except BaseException:
         service.close()
         raise
     return service
+
+
+def compile_engine(settings: Settings, lookups: LookupIndex | None = None) -> DecisionEngine:
+    """Compile the project, each strategy's version naming the ruleset it runs: the published
+    version (``transaction@v1+v3``) or, unpublished, the rules' content hash. A reload passes the
+    running ``lookups``, so that the new rules read the labels and lists in force."""
+    ruleset = ruleset_version(settings.project_dir, settings.data_dir)
+    _, engine = compile_project(settings.project_dir, lookups)
+    engine.strategies = {
+        name: dataclasses.replace(s, version=f"{name}@v{s.spec.version}+{ruleset}")
+        for name, s in engine.strategies.items()
+    }
+    return engine
 
 
 def settle_heap() -> None:

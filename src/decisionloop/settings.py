@@ -54,7 +54,18 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger bodies get 413")
     max_batch_events: int = Field(default=1000, ge=1)
     recent_decisions: int = Field(default=200, ge=0, description="Kept in memory for the live page")
+    max_future_skew_s: int = Field(
+        default=300,
+        ge=0,
+        description="Events dated further ahead of the service clock are refused (422): one "
+        "such event would move the feature watermark and make every later event late",
+    )
     source: SourceConfig = Field(default_factory=DuckDBSourceConfig)
+    ops_store_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the labels and lists store; default: a SQLite file "
+        "<data_dir>/ops.sqlite",
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -153,8 +153,12 @@ def create_app(service: DecisionService, settings: Settings) -> FastAPI:
         service.metrics.entities.set(service.engine.features.entities())
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
+    from decisionloop.api.admin import admin_router
+    from decisionloop.api.entities import entities_router
     from decisionloop.ui.live import mount_live_page
 
+    app.include_router(admin_router(service, settings))
+    app.include_router(entities_router(service))
     mount_live_page(app, service)
     return app
 

@@ -12,11 +12,18 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from decisionloop.cli.backtest import backtest
+from decisionloop.cli.labels import app as labels_app
+from decisionloop.cli.lists import app as lists_app
 from decisionloop.cli.live import replay_with_summary
+from decisionloop.cli.rules import app as rules_app
 from decisionloop.errors import DecisionLoopError
 from decisionloop.settings import Settings, load_settings
 
 app = typer.Typer(help="decisionloop: the closed decision loop for banks.", no_args_is_help=True)
+app.add_typer(rules_app, name="rules")
+app.add_typer(labels_app, name="labels")
+app.add_typer(lists_app, name="lists")
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -193,6 +200,9 @@ def demo(
             console, customers, days, seed, live_days, rate, directory, port, keep_serving
         )
     )
+
+
+app.command()(backtest)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -17,7 +17,10 @@ from typing import Any
 from decisionloop.domain.decisions import Decision, Reason, new_decision_id
 from decisionloop.domain.events import Event, EventCatalog, EventType
 from decisionloop.errors import DefinitionError, ExpressionError, Problem
+from decisionloop.features.derived import names_by_type, project_derived
 from decisionloop.features.online import OnlineFeatures, compile_features
+from decisionloop.ops.index import LookupIndex
+from decisionloop.ops.lookups import AS_OF, LookupScope
 from decisionloop.project.definitions import RuleSpec, StrategySpec
 from decisionloop.project.loader import Project, load_project
 from decisionloop.rules.expressions import Checked, Compiled, Compiler
@@ -90,11 +93,14 @@ class DecisionEngine:
         features: OnlineFeatures,
         strategies: dict[str, CompiledStrategy],
         fingerprint: str,
+        lookups: LookupIndex | None = None,
     ) -> None:
         self.catalog = catalog
         self.features = features
         self.strategies = strategies
         self.fingerprint = fingerprint
+        # Labels and lists the compiled rules read (has_label, in_list); kept current by the API.
+        self.lookups = lookups if lookups is not None else LookupIndex()
 
     def observe(self, event: Event) -> None:
         """Feed online state without deciding (ingest-only events, state rebuild on start)."""
@@ -105,7 +111,9 @@ class DecisionEngine:
         values = self.features.observe(event)
         after_features = time.perf_counter()
         strategy = self.strategies[event.type]  # the service decides only types with one
+        decided_at = datetime.now(UTC)  # lookups see the labels in force at this moment
         row: dict[str, Any] = {**event.values, "occurred_at": event.occurred_at, **values}
+        row[AS_OF] = decided_at
         fired = strategy.evaluate(row)
         after_rules = time.perf_counter()
         reasons = [
@@ -138,7 +146,7 @@ class DecisionEngine:
             event_id=event.event_id,
             event_type=event.type,
             occurred_at=event.occurred_at,
-            decided_at=datetime.now(UTC),
+            decided_at=decided_at,
             outcome=outcome,
             score=score,
             strategy_version=strategy.version,
@@ -157,12 +165,14 @@ class DecisionEngine:
         return max((f.horizon for f in self.features.features), default=0)
 
 
-def compile_project(root: Path) -> tuple[Project, DecisionEngine]:
+def compile_project(
+    root: Path, lookups: LookupIndex | None = None
+) -> tuple[Project, DecisionEngine]:
     """Load and compile a project folder, reporting every problem of both steps at once."""
     project = load_project(root, strict=False)
     problems = list(project.problems)
     try:
-        engine = build_engine(project)
+        engine = build_engine(project, lookups)
     except DefinitionError as exc:
         problems.extend(p for p in exc.problems if p not in problems)
     if problems:
@@ -171,12 +181,15 @@ def compile_project(root: Path) -> tuple[Project, DecisionEngine]:
     return project, engine
 
 
-def build_engine(project: Project) -> DecisionEngine:
+def build_engine(project: Project, lookups: LookupIndex | None = None) -> DecisionEngine:
     """Compile every definition; raise one :class:`DefinitionError` listing every problem.
+
+    ``lookups`` is the label and list index the rules read; a reload passes the running one.
 
     Definitions whose references are broken (reported by the loader) are skipped, so that a
     partial project still compiles far enough to report its expression errors.
     """
+    lookup_index = lookups if lookups is not None else LookupIndex()  # shared by every strategy
     problems: list[Problem] = []
     entity_keys = {name: spec.key for name, spec in project.entities.items()}
     types = {
@@ -197,11 +210,18 @@ def build_engine(project: Project) -> DecisionEngine:
         source = project.expression_source(f"feature:{feature.name}", ("filter",))
         try:
             predicate, _ = Compiler(names).compile(feature.filter, source)
-        except ExpressionError as exc:
-            problems.extend(exc.problems)
+        except ExpressionError as exc:  # a template's filter: reported once, not per expansion
+            known = {(p.file, p.line, p.column, p.reason) for p in problems}
+            problems.extend(
+                p for p in exc.problems if (p.file, p.line, p.column, p.reason) not in known
+            )
             continue
         filters[feature.name] = _event_predicate(predicate)
     features = compile_features(usable, entity_keys, filters)
+    read = names_by_type(((f.key_field, f.names) for f in features.features), types)
+    derived, found = project_derived(project, types, read)
+    problems.extend(found)
+    features.add_derived(derived)
     strategies: dict[str, CompiledStrategy] = {}
     for event_type_name, spec in project.strategies.items():
         event_type = types.get(event_type_name)
@@ -213,7 +233,8 @@ def build_engine(project: Project) -> DecisionEngine:
             if f.key_field in event_type.fields
             for name in f.names
         }
-        compiler = Compiler(scope)
+        scope.update({d.name: "number" for d in derived if event_type_name in d.closures})
+        compiler = Compiler(scope, lookups=LookupScope(event_type.entity_keys, lookup_index))
         rules: list[CompiledRule] = []
         for rule_set_name in (n for n in spec.rule_sets if n in project.rule_sets):
             for index, rule in enumerate(project.rule_sets[rule_set_name].rules):
@@ -238,7 +259,7 @@ def build_engine(project: Project) -> DecisionEngine:
         )
     if problems:
         raise DefinitionError(f"{len(problems)} problem(s) in {project.root}", problems)
-    return DecisionEngine(catalog, features, strategies, project.fingerprint)
+    return DecisionEngine(catalog, features, strategies, project.fingerprint, lookup_index)
 
 
 def _field_scope(event_type: EventType) -> set[str]:

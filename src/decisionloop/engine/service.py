@@ -33,7 +33,9 @@ from decisionloop.errors import (
     EventValidationError,
     NotFoundError,
     Problem,
+    RestartRequiredError,
 )
+from decisionloop.ops.store import OpsStore
 from decisionloop.storage.ports import Record, SourceLog
 
 log = logging.getLogger(__name__)
@@ -55,14 +57,23 @@ class Prepared:
 
 
 class DecisionService:
-    def __init__(self, engine: DecisionEngine, source: SourceLog, recent: int = 200) -> None:
+    def __init__(
+        self,
+        engine: DecisionEngine,
+        source: SourceLog,
+        recent: int = 200,
+        max_future_skew: timedelta = timedelta(minutes=5),
+    ) -> None:
         self.engine = engine
+        self.max_future_skew = max_future_skew
         self.source = source
         self.metrics = ServiceMetrics()
         self.recent: deque[Answer] = deque(maxlen=recent)
         self.started_at = time.time()
         self._known: set[str] = set()
         self._inflight: dict[str, asyncio.Future[Answer]] = {}
+        self.ops: OpsStore | None = None  # labels and lists; opened by the runtime
+        self._reloading = asyncio.Lock()  # one reload at a time: the last compiled wins
 
     # -- start --------------------------------------------------------------------------------
     def start(self, progress: Callable[[int], None] | None = None) -> dict[str, int]:
@@ -95,11 +106,14 @@ class DecisionService:
         problems: list[Problem] = []
         parse = self.engine.catalog.parse
         strategies = self.engine.strategies
+        horizon = datetime.now(UTC) + self.max_future_skew
         for i, obj in enumerate(objs):
             path = f"body[{i}]" if batch else "body"
             event, found = parse(obj, path)
             if event is None:
                 problems.extend(found)
+            elif event.occurred_at > horizon:
+                problems.append(future_dated(event, f"{path}.occurred_at", self.max_future_skew))
             elif mode == "decide" and event.type not in strategies:
                 reason = (
                     f"no strategy decides {event.type!r} events; store them with POST /v1/events"
@@ -227,6 +241,33 @@ class DecisionService:
         for record in records:
             inc(record.event_type)
 
+    # -- hot reload ---------------------------------------------------------------------------
+    async def reload(self, compile_engine: Callable[[], DecisionEngine]) -> dict[str, Any]:
+        """Compile the project again in a worker thread, then swap in its strategies.
+
+        The swap is one assignment on the event-loop thread. A request validates and decides in
+        one synchronous step, so it runs wholly on the rules it started with (in-flight requests
+        only await durability) and the next one runs on the new. Online feature state is kept:
+        a change to what it was built from (entities, event types, features) is refused with
+        :class:`RestartRequiredError`, since a restart rebuilds it. A compile error raises before
+        the swap, so the running rules stay untouched.
+        """
+        async with self._reloading:
+            fresh = await asyncio.to_thread(compile_engine)
+            changed = _state_changes(self.engine, fresh)
+            if changed:
+                raise RestartRequiredError(
+                    "online state was built from other definitions; restart the service to "
+                    "apply this change",
+                    changed,
+                )
+            running = self.engine
+            previous = {name: s.version for name, s in running.strategies.items()}
+            running.strategies = fresh.strategies
+            running.fingerprint = fresh.fingerprint
+        current = {name: s.version for name, s in fresh.strategies.items()}
+        return {"status": "reloaded", "strategies": current, "previous": previous}
+
     # -- synchronous use (CLI, tests, in-process replay) --------------------------------------
     def handle_sync(self, objs: Sequence[Any], mode: Mode) -> list[Answer]:
         return asyncio.run(self.handle(objs, mode, batch=True))
@@ -284,6 +325,38 @@ class DecisionService:
 
     def close(self) -> None:
         self.source.close()
+        if self.ops is not None:
+            self.ops.close()
+
+
+def _state_changes(running: DecisionEngine, fresh: DecisionEngine) -> list[Problem]:
+    """What online state depends on and differs between two engines, one problem each."""
+
+    def features(engine: DecisionEngine) -> dict[str, Any]:
+        return {f.spec.name: (f.spec, f.key_field) for f in engine.features.features}
+
+    def event_types(engine: DecisionEngine) -> dict[str, Any]:
+        return {n: (t.fields, t.entity_keys) for n, t in engine.catalog.types.items()}
+
+    problems: list[Problem] = []
+    for kind, shape in (("feature", features), ("event type", event_types)):
+        old, new = shape(running), shape(fresh)
+        for name in sorted(set(old) | set(new)):
+            if old.get(name) != new.get(name):
+                state = "added" if name not in old else "removed" if name not in new else "changed"
+                problems.append(Problem(f"{kind} {name}", f"{state} since the service started"))
+    if running.features.lateness != fresh.features.lateness:
+        problems.append(Problem("features", "allowed lateness changed"))
+    return problems
+
+
+def future_dated(event: Event, where: str, skew: timedelta) -> Problem:
+    ahead = event.occurred_at - datetime.now(UTC)
+    return Problem(
+        where,
+        f"{event.occurred_at.isoformat()} is {ahead.total_seconds():.0f} s ahead of the service "
+        f"clock; at most {skew.total_seconds():.0f} s is allowed (setting max_future_skew_s)",
+    )
 
 
 def error_answer(error: DecisionLoopError) -> Answer:

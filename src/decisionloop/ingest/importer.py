@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from decisionloop.domain.events import Event
-from decisionloop.engine.service import DecisionService
+from decisionloop.engine.service import DecisionService, future_dated
 from decisionloop.errors import Problem
 from decisionloop.ingest.mapping import ColumnMapping
 from decisionloop.ingest.readers import BadLine, BlankLine, read_rows
@@ -40,6 +41,7 @@ def import_file(
     pending = []
     for rows in read_rows(path, chunk):
         events: list[Event] = []
+        horizon = datetime.now(UTC) + service.max_future_skew
         first = report.rows + 1
         for number, row in enumerate(rows, start=first):
             if isinstance(row, BlankLine):
@@ -50,13 +52,17 @@ def import_file(
             if mapping is not None:
                 result = mapping.convert_row(number, row)
                 report.bad_rows.extend(result.problems)
-                events.extend(result.events)
-                continue
-            event, problems = service.engine.catalog.parse(row, f"row {number}")
-            if event is None:
-                report.bad_rows.extend(problems)
+                converted = result.events
             else:
-                events.append(event)
+                event, problems = service.engine.catalog.parse(row, f"row {number}")
+                report.bad_rows.extend(problems)
+                converted = [] if event is None else [event]
+            for event in converted:
+                if event.occurred_at > horizon:
+                    where = f"row {number}.occurred_at"
+                    report.bad_rows.append(future_dated(event, where, service.max_future_skew))
+                else:
+                    events.append(event)
         report.rows += len(rows)
         future, fresh = service.ingest_valid(events)
         pending.append(future)
