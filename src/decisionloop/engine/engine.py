@@ -246,6 +246,15 @@ def build_engine(project: Project, lookups: LookupIndex | None = None) -> Decisi
                 except ExpressionError as exc:
                     problems.extend(exc.problems)
                     continue
+                for at, attach in enumerate(rule.labels):
+                    if attach.entity not in event_type.entity_keys:
+                        doc, path = project.locate(key, "rules", index, "labels", at, "entity")
+                        carried = ", ".join(sorted(event_type.entity_keys)) or "none"
+                        reason = (
+                            f"{event_type_name} events carry no {attach.entity!r} entity to "
+                            f"label (they carry: {carried})"
+                        )
+                        problems.append(doc.problem(path, reason))
                 if rule.status in ("shadow", "active"):
                     shadow = rule.status == "shadow"
                     predicate = compiler.closure(checked)

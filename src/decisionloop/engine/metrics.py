@@ -129,6 +129,12 @@ class ServiceMetrics:
         self.latency = LoopHistogram(
             "decisionloop_decision_seconds", "Decision latency by stage", "stage", LATENCY_BUCKETS
         )
+        self.labels_attached = LoopCounter(
+            "decisionloop_rule_labels_attached", "Risk labels attached by rules", ("label",)
+        )
+        self.label_failures = LoopCounter(
+            "decisionloop_rule_label_failures", "Rule labels that could not be stored"
+        )
         self.rebuild_skipped = LoopCounter(
             "decisionloop_rebuild_skipped_events",
             "Stored events that no longer validate and were skipped when rebuilding state",
@@ -141,6 +147,8 @@ class ServiceMetrics:
                     self.rejected,
                     self.decisions,
                     self.rule_hits,
+                    self.labels_attached,
+                    self.label_failures,
                     self.latency,
                     self.rebuild_skipped,
                 ]

@@ -35,7 +35,9 @@ from decisionloop.errors import (
     Problem,
     RestartRequiredError,
 )
+from decisionloop.ops.labels import LabelService, NewLabel
 from decisionloop.ops.store import OpsStore
+from decisionloop.project.definitions import RuleSpec
 from decisionloop.storage.ports import Record, SourceLog
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ class Prepared:
     earlier: Awaitable[Answer] | None = None  # a repeat of an event still in flight
     stored: bool = False  # a repeat of an event already stored
     decide: bool = True
+    labels: list[tuple[str, str, NewLabel]] | None = None  # rule-attached: entity type, id, label
 
 
 class DecisionService:
@@ -74,6 +77,7 @@ class DecisionService:
         self._inflight: dict[str, asyncio.Future[Answer]] = {}
         self.ops: OpsStore | None = None  # labels and lists; opened by the runtime
         self._reloading = asyncio.Lock()  # one reload at a time: the last compiled wins
+        self._labelling: dict[str, dict[str, RuleSpec]] = {}  # strategy version -> its rules
 
     # -- start --------------------------------------------------------------------------------
     def start(self, progress: Callable[[int], None] | None = None) -> dict[str, int]:
@@ -158,7 +162,56 @@ class DecisionService:
             outcome=decision.outcome,
         )
         self._observe_decision(decision, answer)
-        return Prepared(event, answer=answer, record=record)
+        labels = self._labels_to_attach(event, decision) if decision.reasons else None
+        return Prepared(event, answer=answer, record=record, labels=labels)
+
+    def _labels_to_attach(
+        self, event: Event, decision: Decision
+    ) -> list[tuple[str, str, NewLabel]] | None:
+        """The risk labels the decision's firing (not shadow) rules attach to its entities."""
+        strategy = self.engine.strategies[event.type]
+        by_id = self._labelling.get(strategy.version)
+        if by_id is None:
+            by_id = {r.spec.id: r.spec for r in strategy.rules if r.spec.labels and not r.shadow}
+            self._labelling[strategy.version] = by_id
+        keys = self.engine.catalog.types[event.type].entity_keys
+        found: list[tuple[str, str, NewLabel]] = []
+        for reason in decision.reasons:
+            rule = by_id.get(reason.id) if reason.kind == "rule" and not reason.shadow else None
+            if rule is None:
+                continue
+            for attach in rule.labels:
+                entity_id = event.get(keys[attach.entity])
+                if entity_id is None:
+                    continue
+                why = rule.description or f"rule {rule.id} fired"
+                new = NewLabel(
+                    attach.label,
+                    reason=f"{why} (event {event.event_id})",
+                    author="decisionloop",
+                    source="rule",
+                    source_ref=f"{reason.id}@{decision.decision_id}",
+                    ttl=attach.ttl,
+                )
+                found.append((attach.entity, str(entity_id), new))
+        return found or None
+
+    async def _attach_labels(self, prepared: Sequence[Prepared]) -> None:
+        """After the decisions are durable: store (committed) then index each rule label, so
+        the next decisions see it. A failure is logged and counted; the decision stands."""
+        if self.ops is None:
+            return
+        entity_types = {e for t in self.engine.catalog.types.values() for e in t.entity_keys}
+        labels = LabelService(self.ops, self.engine.lookups, entity_types)
+        for p in prepared:
+            for entity_type, entity_id, new in p.labels or ():
+                try:
+                    await labels.add_async(entity_type, entity_id, new)
+                except Exception:
+                    log.exception("attaching %s to %s %s failed", new.label, entity_type, entity_id)
+                    self.metrics.label_failures.inc()
+                else:
+                    self.metrics.labels_attached.inc(new.label)
 
     def _observe_decision(self, decision: Decision, answer: Answer) -> None:
         metrics = self.metrics
@@ -210,6 +263,8 @@ class DecisionService:
             if p.record is not None and p.answer is not None:
                 future = self._inflight.pop(p.event.event_id)
                 future.set_result(p.answer)
+        if any(p.labels for p in prepared):
+            await self._attach_labels(prepared)
         return [await self._answer(p) for p in prepared]
 
     async def _answer(self, p: Prepared) -> Answer:
@@ -338,8 +393,12 @@ def _state_changes(running: DecisionEngine, fresh: DecisionEngine) -> list[Probl
     def event_types(engine: DecisionEngine) -> dict[str, Any]:
         return {n: (t.fields, t.entity_keys) for n, t in engine.catalog.types.items()}
 
+    def derived(engine: DecisionEngine) -> dict[str, Any]:  # computed by the running features
+        return {d.name: d.spec for d in engine.features.derived}
+
     problems: list[Problem] = []
-    for kind, shape in (("feature", features), ("event type", event_types)):
+    shapes = (("feature", features), ("derived feature", derived), ("event type", event_types))
+    for kind, shape in shapes:
         old, new = shape(running), shape(fresh)
         for name in sorted(set(old) | set(new)):
             if old.get(name) != new.get(name):

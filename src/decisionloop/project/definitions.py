@@ -105,9 +105,17 @@ class FeatureSpec(Strict):
 
 
 class RiskLabelSpec(Strict):
+    """A risk label a rule attaches, when it fires, to an entity of the event it decided."""
+
     entity: str
     label: str = Field(pattern=NAME)
     ttl: str = "30d"
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, ttl: str) -> str:
+        window_seconds(ttl)  # 30m, 12h, 30d ...
+        return ttl
 
 
 class RuleSpec(Strict):
