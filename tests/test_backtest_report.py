@@ -19,6 +19,8 @@ p7     06-03 10:00       C1   2000      card    (after the period)
 Labels: p3 fraud on 06-02 (by entity_id), p4 fraud on 06-01 (by refers_to_event_id), p6 fraud
 on 06-05 (after the period), p1 ``not_fraud``. A failed login on 06-01 is stored, never decided.
 The candidate file adds ``trusted_burst`` (p3, score -30) and ``mid_amount`` (p1, p3, p4).
+
+Rules reading labels and lists (``has_label``, ``in_list``) are tested on banks of their own.
 """
 
 from __future__ import annotations
@@ -33,10 +35,12 @@ import polars as pl
 import pytest
 
 from decisionloop.errors import DefinitionError, InputError, NotFoundError
+from decisionloop.ops.labels import LabelService, NewLabel
+from decisionloop.ops.store import SqlOpsStore
 from decisionloop.project.loader import load_project
 from decisionloop.rules.report import REPORT_SCHEMA, backtest
-from decisionloop.runtime import open_service
-from decisionloop.settings import load_settings
+from decisionloop.runtime import open_ops_store, open_service
+from decisionloop.settings import Settings, load_settings
 from tests.conftest import cli, plain
 
 PROJECT = {
@@ -374,3 +378,132 @@ def test_command_line_errors_exit_2(
     result = cli("backtest", *args, "--project", project, "--data-dir", source.parent)
     assert result.exit_code == 2
     assert message in plain(result.output)
+
+
+# -- has_label and in_list: as of each event's decision -------------------------------------------
+LOOKUP_RULES = """
+name: core
+rules:
+  - {id: listed, when: "in_list('blocked', customer_id)", outcome: decline}
+  - {id: watched, when: "has_label(customer, 'watch')", outcome: review, status: shadow}
+"""
+
+
+def lookup_bank(root: Path) -> Settings:
+    """The payments project with rules that read labels and lists instead of its own rules."""
+    project = root / "project"
+    for name, text in (PROJECT | {"rules/core.yaml": LOOKUP_RULES}).items():
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    return load_settings(project_dir=project, data_dir=root / "state")
+
+
+def fired(answer: dict[str, Any], rule: str) -> bool:
+    return any(reason["id"] == rule for reason in answer["reasons"])
+
+
+def test_lookups_see_the_labels_in_force_when_each_event_was_decided(
+    tmp_path: Path, isolated: None
+) -> None:
+    """Decided by the service before, while and after C1 carries ``watch``: the backtest hits
+    exactly the events the service decided while the label was in force, as the service did."""
+    settings = lookup_bank(tmp_path)
+    service = open_service(settings)
+    try:
+        assert service.ops is not None
+        labels = LabelService(service.ops, service.engine.lookups, ["customer"])
+        answers = service.handle_sync([payment("q1", "06-01T10:00", "C1", 10, "card")], "stream")
+        labels.add("customer", "C1", NewLabel("watch", "case 7", "ana"))
+        answers += service.handle_sync(
+            [
+                payment("q2", "06-01T11:00", "C1", 20, "card"),
+                payment("q3", "06-01T11:10", "C2", 30, "card"),  # another customer
+            ],
+            "stream",
+        )
+        labels.remove("customer", "C1", "watch", "ana", "case closed")
+        answers += service.handle_sync([payment("q4", "06-01T12:00", "C1", 40, "card")], "stream")
+        # Imported without a decision: as of its event time, long before the label.
+        service.handle_sync([payment("q5", "06-01T11:30", "C1", 50, "card")], "ingest")
+        # After every decision, C2 is labelled too: no event of the period saw it.
+        labels.add("customer", "C2", NewLabel("watch", "late", "ana"))
+    finally:
+        service.close()
+    online = [a["event_id"] for a in answers if fired(a, "watched")]
+    assert online == ["q2"]
+    source = settings.source_path()
+    assert source is not None
+    store = open_ops_store(settings)
+    try:
+        rows = by_rule(backtest(source, settings.project_dir, JUNE_1, JUNE_3, store=store))
+    finally:
+        store.close()
+    watched = rows["watched"]
+    assert (watched["events"], watched["hits"]) == (5, 1)
+    assert watched["escalated_event_ids"] == online  # approved today, review with the rule
+    # Without the store there is no label at all; the command line opens the data dir's store.
+    bare = by_rule(backtest(source, settings.project_dir, JUNE_1, JUNE_3))["watched"]
+    assert bare["hits"] == 0
+    out = tmp_path / "report.json"
+    result = cli(
+        "backtest",
+        *("--from", "2026-06-01", "--to", "2026-06-02", "--json", out),
+        *("--project", settings.project_dir, "--data-dir", settings.data_dir),
+    )
+    assert result.exit_code == 0, result.output
+    document = orjson.loads(out.read_bytes())
+    assert {r["rule_id"]: r["escalated_event_ids"] for r in document["rules"]}["watched"] == ["q2"]
+
+
+def test_a_label_or_list_item_added_after_the_period_does_not_count(tmp_path: Path) -> None:
+    """Imported events (decided as of their event time) against a history with known times: C1
+    is watched from 06-01 11:00, C2 from 06-04 (after the period); C2 is blocked on 06-02 from
+    00:00 to 12:00 only."""
+    settings = lookup_bank(tmp_path)
+    service = open_service(settings)
+    try:
+        events = [
+            payment("i1", "06-01T10:00", "C1", 10, "card"),  # before C1's label
+            payment("i2", "06-01T12:00", "C1", 10, "card"),  # watched
+            payment("i3", "06-02T06:00", "C2", 10, "card"),  # blocked
+            payment("i4", "06-02T13:00", "C2", 10, "card"),  # unblocked again
+            payment("i5", "06-04T12:00", "C2", 10, "card"),  # watched, after the period
+        ]
+        service.handle_sync(events, "ingest")
+    finally:
+        service.close()
+    source = settings.source_path()
+    assert source is not None
+    at = {
+        "c1": datetime(2026, 6, 1, 11, tzinfo=UTC),
+        "c2": datetime(2026, 6, 4, tzinfo=UTC),
+        "list": datetime(2026, 5, 1, tzinfo=UTC),
+        "in": datetime(2026, 6, 2, tzinfo=UTC),
+        "out": datetime(2026, 6, 2, 12, tzinfo=UTC),
+    }
+    store = SqlOpsStore("sqlite://")
+    try:
+        for customer in ("C1", "C2"):
+            when = at[customer.lower()]
+            store.add_label(
+                "customer", customer, "watch", reason="r", source="api", author="a", at=when
+            )
+        store.create_list("blocked", kind="string", description="", author="a", at=at["list"])
+        store.add_item("blocked", "C2", author="a", reason="r", at=at["in"])
+        store.remove_item("blocked", "C2", author="a", reason="r", at=at["out"])
+        period = by_rule(backtest(source, settings.project_dir, JUNE_1, JUNE_3, store=store))
+        later = by_rule(
+            backtest(source, settings.project_dir, JUNE_1, date(2026, 6, 6), store=store)
+        )
+    finally:
+        store.close()
+    assert period["watched"]["events"] == 4
+    assert period["watched"]["hits"] == 1
+    assert period["watched"]["escalated_event_ids"] == ["i2"]  # not C2: labelled after the period
+    assert period["listed"]["hits"] == 1  # i3 only
+    assert period["watched"]["outcome_changes"] == [
+        {"from": "approve", "to": "review", "events": 1}
+    ]
+    # Over a period that includes it, the event decided after C2's label does count.
+    assert later["watched"]["escalated_event_ids"] == ["i2", "i5"]
+    assert later["listed"]["hits"] == 1

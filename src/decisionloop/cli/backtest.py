@@ -42,9 +42,11 @@ def backtest(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Where state files live"),
 ) -> None:
     """Evaluate every rule over a period of stored events: hits, precision, recall, overlap and
-    the outcome changes draft and candidate rules would make."""
+    the outcome changes draft and candidate rules would make. ``has_label`` and ``in_list`` read
+    the operational store's history, as of each event's decision."""
     from decisionloop.cli.main import console, guarded, settings_for
     from decisionloop.rules.report import backtest as run
+    from decisionloop.runtime import open_ops_store
 
     settings = settings_for(project, data_dir)
     period_start = guarded(lambda: parse_day(start, "--from", end_of_day=False))
@@ -53,9 +55,16 @@ def backtest(
     if source is None:
         guarded(lambda: _no_history())
         return
-    report = guarded(
-        lambda: run(source, settings.project_dir, period_start, period_end, rules=rules)
-    )
+    # The labels and lists has_label/in_list read: ops_store_url, or <data_dir>/ops.sqlite.
+    store = guarded(lambda: open_ops_store(settings))
+    try:
+        report = guarded(
+            lambda: run(
+                source, settings.project_dir, period_start, period_end, rules=rules, store=store
+            )
+        )
+    finally:
+        store.close()
     show(console, report, period_start, period_end)
     if json_file is not None:
         document = {

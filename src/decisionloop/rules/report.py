@@ -33,6 +33,13 @@ that arrives later was not known when the period closed and does not count, as a
 the backtest that day could not have seen it. The label's ``occurred_at`` is the time the bank
 learnt it (a chargeback's or investigation's date); ``ingested_at`` is not used, because a bulk
 import stamps the whole history with the time of the import.
+
+Lookups: rules may call ``has_label(entity, 'name')`` and ``in_list('list', expr)``, compiled as
+:func:`build_engine` compiles them. Each event answers as of its decision time (``decided_at``:
+the time of its stored decision, or its ``occurred_at`` when it was imported without one), over
+the full label and list-item history of the operational store given to :func:`backtest`; a label
+added, removed or expired after an event's decision does not change that event's answer. Without
+a store, no label or list item exists and every lookup is FALSE.
 """
 
 from __future__ import annotations
@@ -59,6 +66,9 @@ from decisionloop.errors import (
     StorageError,
 )
 from decisionloop.features.offline import offline_features
+from decisionloop.ops.history import DECIDED_AT_SQL, register_history
+from decisionloop.ops.lookups import AS_OF, LABEL_HISTORY, LIST_HISTORY, LookupScope
+from decisionloop.ops.store import OpsStore
 from decisionloop.project.definitions import RuleSetSpec, RuleSpec, StrategySpec
 from decisionloop.project.loader import (
     Project,
@@ -188,7 +198,7 @@ def load_candidate_rules(
         refusals: list[Problem] = []
         for event_type in project.strategies:
             try:
-                checked = Compiler(_rule_scope(engine, event_type)).check(rule.when, source)
+                checked = _compiler(engine, event_type).check(rule.when, source)
             except ExpressionError as exc:
                 refusals = refusals or exc.problems
                 continue
@@ -206,7 +216,7 @@ def _rules_under_test(project: Project, engine: DecisionEngine) -> dict[str, lis
     gives that strategy's rules."""
     by_type: dict[str, list[RuleUnderTest]] = {}
     for event_type, strategy in project.strategies.items():
-        compiler = Compiler(_rule_scope(engine, event_type))
+        compiler = _compiler(engine, event_type)
         rules: list[RuleUnderTest] = []
         for set_name in strategy.rule_sets:
             for index, rule in enumerate(project.rule_sets[set_name].rules):
@@ -217,6 +227,13 @@ def _rules_under_test(project: Project, engine: DecisionEngine) -> dict[str, lis
                 rules.append(RuleUnderTest(event_type, set_name, rule.status, rule, checked))
         by_type[event_type] = rules
     return by_type
+
+
+def _compiler(engine: DecisionEngine, event_type: str) -> Compiler:
+    """The compiler of a strategy's rules, as :func:`build_engine` builds it: the names of
+    :func:`_rule_scope`, and ``has_label``/``in_list`` over the entities the event carries."""
+    entities = engine.catalog.types[event_type].entity_keys
+    return Compiler(_rule_scope(engine, event_type), lookups=LookupScope(entities, engine.lookups))
 
 
 def _rule_scope(engine: DecisionEngine, event_type: str) -> dict[str, SqlType]:
@@ -248,11 +265,17 @@ def _evaluation_rows(
     start: datetime,
     end: datetime,
 ) -> list[str]:
-    """Register one row per event of the type in the period: its typed fields, ``occurred_at``
-    and its point-in-time features, named as the rules read them. Returns the event ids."""
+    """Register one row per event of the type in the period: its typed fields, ``occurred_at``,
+    ``decided_at`` (the time lookups answer at) and its point-in-time features, named as the
+    rules read them. Returns the event ids."""
     features = offline_features(conn, project, types=[event_type], start=start, end=end)
     conn.register(_FEATURES_TABLE, features.to_arrow())
-    fields = engine.catalog.types[event_type].fields
+    # A field named like the decision time is shadowed by it, as the engine shadows it online.
+    fields = {
+        name: spec
+        for name, spec in engine.catalog.types[event_type].fields.items()
+        if name != AS_OF
+    }
     shape = ", ".join(
         f'"{name}": "{"VARCHAR" if spec.type == "timestamp" else _sql_type(spec.type)}"'
         for name, spec in fields.items()
@@ -266,7 +289,8 @@ def _evaluation_rows(
         for name, spec in fields.items()
     ]
     feature_columns = [f'f."{name}"' for name in features.columns if name != "event_id"]
-    columns = ", ".join(["e.event_id", "e.occurred_at", *typed, *feature_columns])
+    decided_at = f'{_decided_at_sql(conn)} AS "{AS_OF}"'
+    columns = ", ".join(["e.event_id", "e.occurred_at", decided_at, *typed, *feature_columns])
     payload = f"json_transform(payload, '{{{shape}}}')" if fields else "NULL"
     source = (
         f"SELECT seq, event_id, occurred_at, {payload} AS _p "
@@ -282,6 +306,16 @@ def _evaluation_rows(
     conn.register(_ROWS_TABLE, rows)
     ids: list[str] = rows.column("event_id").to_pylist()
     return ids
+
+
+def _decided_at_sql(conn: duckdb.DuckDBPyConnection) -> str:
+    """Each event's decision time: its stored decision's, or its ``occurred_at`` without one (as
+    for a connection holding the ``events`` table alone)."""
+    try:
+        conn.execute("SELECT 1 FROM decisions LIMIT 0")
+    except duckdb.CatalogException:
+        return "e.occurred_at"
+    return DECIDED_AT_SQL
 
 
 def _sql_type(declared: str) -> str:
@@ -444,6 +478,7 @@ def backtest(
     *,
     positive_labels: Sequence[str] = POSITIVE_LABELS,
     label_type: str = LABEL_TYPE,
+    store: OpsStore | None = None,
 ) -> pl.DataFrame:
     """Evaluate every rule of the project's strategies over the stored events of ``[start,
     end)`` (dates are midnight UTC; naive datetimes are UTC) and report one row per rule, with
@@ -453,6 +488,10 @@ def backtest(
     path of its file (opened read-only). ``project``: a loaded project or its folder. ``rules``:
     an optional rule-set file of candidate rules. A label counts only if it occurred before
     ``end``: labels that arrive after the period were not known at its end.
+
+    ``store``: the operational store whose label and list-item history ``has_label`` and
+    ``in_list`` read, each event as of its decision time (none: every lookup is FALSE). It is
+    read, not closed.
     """
     start, end = _instant(start), _instant(end)
     if start >= end:
@@ -467,12 +506,15 @@ def backtest(
         loaded, candidates = load_candidate_rules(loaded, engine, Path(rules))
         for candidate in candidates:
             by_type[candidate.event_type].append(candidate)
+    # The whole history: each event picks what was in force at its own decision time.
+    labels, items = (store.labels(), store.items()) if store is not None else ([], [])
     own = not isinstance(conn_or_path, duckdb.DuckDBPyConnection)
     if isinstance(conn_or_path, duckdb.DuckDBPyConnection):
         conn = conn_or_path
     else:
         conn = open_source(Path(conn_or_path))
     try:
+        register_history(conn, labels, items)
         positives = _positives(conn, end, positive_labels, label_type)
         days = (end - start) / timedelta(days=1)
         rows: list[dict[str, Any]] = []
@@ -491,6 +533,9 @@ def backtest(
     finally:
         if own:
             conn.close()
+        else:
+            for table in (LABEL_HISTORY, LIST_HISTORY):
+                conn.unregister(table)
     if not seen:
         decided = ", ".join(t for t, r in by_type.items() if r) or "none"
         raise NotFoundError(
