@@ -7,8 +7,9 @@ With ``--url`` they go through a running service's API, whose rules see the chan
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import typer
@@ -24,6 +25,8 @@ from decisionloop.errors import (
 from decisionloop.ops.index import LookupIndex
 from decisionloop.ops.labels import LabelService, NewLabel
 from decisionloop.ops.store import AuditEntry, OpsStore
+
+T = TypeVar("T")
 
 app = typer.Typer(help="Risk labels on entities: add, remove, show, audit.", no_args_is_help=True)
 
@@ -68,6 +71,16 @@ def run(action: Any) -> Any:
     return guarded(action)
 
 
+def _locally(project: Path | None, data_dir: Path | None, action: Callable[[LabelService], T]) -> T:
+    """Run one action on the store of the settings (reported like any error), then close it."""
+    store, entities = open_store(project, data_dir)
+    try:
+        result: T = run(lambda: action(LabelService(store, LookupIndex(), entities)))
+        return result
+    finally:
+        store.close()
+
+
 @app.command()
 def add(
     entity_type: str = typer.Argument(..., help="Entity type (customer, device, ip ...)"),
@@ -90,13 +103,7 @@ def add(
         added = call_api("POST", url, f"/v1/entities/{entity_type}/{entity_id}/labels", json=body)
         console.print(f"added {added['label']} to {entity_type} {entity_id} (id {added['id']})")
         return
-    store, entities = open_store(project, data_dir)
-    try:
-        stored = run(lambda: LabelService(store, LookupIndex(), entities).add(
-            entity_type, entity_id, new
-        ))  # fmt: skip
-    finally:
-        store.close()
+    stored = _locally(project, data_dir, lambda labels: labels.add(entity_type, entity_id, new))
     console.print(f"added {stored.label} to {entity_type} {entity_id} (id {stored.id})")
 
 
@@ -118,13 +125,11 @@ def remove(
         path = f"/v1/entities/{entity_type}/{entity_id}/labels/{label}"
         call_api("DELETE", url, path, params={"author": author, "reason": reason})
     else:
-        store, entities = open_store(project, data_dir)
-        try:
-            run(lambda: LabelService(store, LookupIndex(), entities).remove(
-                entity_type, entity_id, label, author, reason
-            ))  # fmt: skip
-        finally:
-            store.close()
+        _locally(
+            project,
+            data_dir,
+            lambda labels: labels.remove(entity_type, entity_id, label, author, reason),
+        )
     console.print(f"removed {label} from {entity_type} {entity_id}")
 
 
@@ -139,13 +144,7 @@ def show(
     """The labels of an entity: in force now, or all of them with --history."""
     from decisionloop.cli.main import console
 
-    store, entities = open_store(project, data_dir)
-    try:
-        labels = run(lambda: LabelService(store, LookupIndex(), entities).of(
-            entity_type, entity_id, history
-        ))  # fmt: skip
-    finally:
-        store.close()
+    labels = _locally(project, data_dir, lambda labels: labels.of(entity_type, entity_id, history))
     if not labels:
         console.print(f"{entity_type} {entity_id} has no labels")
         return

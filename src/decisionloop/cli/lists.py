@@ -5,7 +5,9 @@ Like ``decisionloop labels``: the store directly, or a running service with ``--
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import typer
 from rich.table import Table
@@ -25,12 +27,24 @@ from decisionloop.ops.index import LookupIndex
 from decisionloop.ops.lists import ListService
 from decisionloop.ops.store import ListItem
 
+T = TypeVar("T")
+
 app = typer.Typer(help="Managed block/allow lists: create, add, remove, show, audit.")
 
 
 def _service(project: Path | None, data_dir: Path | None) -> ListService:
     store, _ = open_store(project, data_dir)
     return ListService(store, LookupIndex())
+
+
+def _locally(project: Path | None, data_dir: Path | None, action: Callable[[ListService], T]) -> T:
+    """Run one action on the store of the settings (reported like any error), then close it."""
+    lists = _service(project, data_dir)
+    try:
+        result: T = run(lambda: action(lists))
+        return result
+    finally:
+        lists.store.close()
 
 
 @app.command()
@@ -50,11 +64,7 @@ def create(
         body = {"name": name, "kind": kind, "description": description, "author": author}
         call_api("POST", url, "/v1/lists", json=body)
     else:
-        lists = _service(project, data_dir)
-        try:
-            run(lambda: lists.create(name, kind, description, author))
-        finally:
-            lists.store.close()
+        _locally(project, data_dir, lambda lists: lists.create(name, kind, description, author))
     console.print(f"created list {name}")
 
 
@@ -75,11 +85,7 @@ def add(
         body = {"value": value, "reason": reason, "author": author}
         call_api("POST", url, f"/v1/lists/{name}/items", json=body)
     else:
-        lists = _service(project, data_dir)
-        try:
-            run(lambda: lists.add(name, value, author, reason))
-        finally:
-            lists.store.close()
+        _locally(project, data_dir, lambda lists: lists.add(name, value, author, reason))
     console.print(f"added {value} to {name}")
 
 
@@ -100,11 +106,7 @@ def remove(
         params = {"author": author, "reason": reason}
         call_api("DELETE", url, f"/v1/lists/{name}/items/{value}", params=params)
     else:
-        lists = _service(project, data_dir)
-        try:
-            run(lambda: lists.remove(name, value, author, reason))
-        finally:
-            lists.store.close()
+        _locally(project, data_dir, lambda lists: lists.remove(name, value, author, reason))
     console.print(f"removed {value} from {name}")
 
 
@@ -152,9 +154,4 @@ def audit(
     data_dir: Path | None = DataOpt,
 ) -> None:
     """Every change to a list, latest first."""
-    lists = _service(project, data_dir)
-    try:
-        entries = run(lambda: lists.audit(name, limit))
-    finally:
-        lists.store.close()
-    print_audit(entries)
+    print_audit(_locally(project, data_dir, lambda lists: lists.audit(name, limit)))

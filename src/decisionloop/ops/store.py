@@ -104,6 +104,9 @@ class Removal:
     at: datetime
     reason: str
 
+    def as_dict(self) -> dict[str, Any]:
+        return {"by": self.by, "at": _iso(self.at), "reason": self.reason}
+
 
 @dataclass(frozen=True)
 class Label:
@@ -143,13 +146,7 @@ class Label:
             "author": self.author,
             "created_at": _iso(self.created_at),
             "expires_at": _iso(self.expires_at),
-            "removed": None
-            if self.removed is None
-            else {
-                "by": self.removed.by,
-                "at": _iso(self.removed.at),
-                "reason": self.removed.reason,
-            },
+            "removed": None if self.removed is None else self.removed.as_dict(),
         }
 
 
@@ -192,13 +189,7 @@ class ListItem:
             "reason": self.reason,
             "author": self.author,
             "created_at": _iso(self.created_at),
-            "removed": None
-            if self.removed is None
-            else {
-                "by": self.removed.by,
-                "at": _iso(self.removed.at),
-                "reason": self.removed.reason,
-            },
+            "removed": None if self.removed is None else self.removed.as_dict(),
         }
 
 
