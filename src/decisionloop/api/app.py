@@ -151,6 +151,7 @@ def create_app(service: DecisionService, settings: Settings) -> FastAPI:
     async def metrics() -> Response:
         service.metrics.group_commits.set(getattr(service.source, "commits", 0))
         service.metrics.entities.set(service.engine.features.entities())
+        service.metrics.late_events.set_total(service.engine.features.late_events)
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
     from decisionloop.api.admin import admin_router

@@ -217,7 +217,13 @@ def build_engine(project: Project, lookups: LookupIndex | None = None) -> Decisi
             )
             continue
         filters[feature.name] = _event_predicate(predicate)
-    features = compile_features(usable, entity_keys, filters)
+    features = compile_features(
+        usable,
+        entity_keys,
+        filters,
+        event_types=types,  # integer fields sum as integers, exactly as offline
+        allowed_lateness=project.spec.allowed_lateness,
+    )
     read = names_by_type(((f.key_field, f.names) for f in features.features), types)
     derived, found = project_derived(project, types, read)
     problems.extend(found)

@@ -55,6 +55,10 @@ class LoopCounter:
     def total(self) -> int:
         return sum(self.values.values())
 
+    def set_total(self, total: int, *labels: str) -> None:
+        """For a count kept elsewhere and read at scrape time (the feature engine's late events)."""
+        self.values[labels] = total
+
     def family(self) -> Metric:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
         if not self.labels:
@@ -135,6 +139,11 @@ class ServiceMetrics:
         self.label_failures = LoopCounter(
             "decisionloop_rule_label_failures", "Rule labels that could not be stored"
         )
+        self.late_events = LoopCounter(
+            "decisionloop_late_events",
+            "Events older than the features' allowed lateness: stored and decided, but their "
+            "features may differ from the offline ones (see docs/concepts.md)",
+        )
         self.rebuild_skipped = LoopCounter(
             "decisionloop_rebuild_skipped_events",
             "Stored events that no longer validate and were skipped when rebuilding state",
@@ -149,6 +158,7 @@ class ServiceMetrics:
                     self.rule_hits,
                     self.labels_attached,
                     self.label_failures,
+                    self.late_events,
                     self.latency,
                     self.rebuild_skipped,
                 ]

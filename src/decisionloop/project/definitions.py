@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME = r"^[a-z][a-z0-9_]{0,62}$"
 _NAME_RE = re.compile(NAME)
@@ -21,7 +21,9 @@ RESERVED_FIELDS = ("event_id", "type", "occurred_at")
 WINDOW_RE = re.compile(r"^(\d+)(s|m|h|d)$")
 WINDOW_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 # Feature aggregations that read no field: they count events or measure their times.
-FIELDLESS = ("count", "first_seen_age", "time_since_last")
+FIELDLESS = ("count", "first_seen_age", "time_since_last", "labelled_count", "labelled_share")
+# Label-aware aggregations: events of the window labelled ``label`` by a later ``label`` event.
+LABELLED = ("labelled_count", "labelled_share")
 
 
 def window_seconds(window: str) -> int:
@@ -88,8 +90,13 @@ class FeatureSpec(Strict):
         "stddev",
         "first_seen_age",
         "time_since_last",
+        "labelled_count",
+        "labelled_share",
     ]
     field: str | None = None
+    label: str | None = Field(
+        default=None, description="The label that labelled_count/labelled_share look for"
+    )
     windows: list[str] = Field(min_length=1)
     event_types: list[str] = Field(min_length=1)
     filter: str | None = Field(default=None, description="SQL predicate over the event")
@@ -102,6 +109,14 @@ class FeatureSpec(Strict):
         for window in windows:
             window_seconds(window)
         return windows
+
+    @model_validator(mode="after")
+    def _label(self) -> FeatureSpec:
+        if self.aggregation in LABELLED and not self.label:
+            raise ValueError(f"{self.aggregation} needs a `label` (e.g. label: fraud)")
+        if self.label is not None and self.aggregation not in LABELLED:
+            raise ValueError("`label` is only read by labelled_count and labelled_share")
+        return self
 
 
 class RiskLabelSpec(Strict):
@@ -159,3 +174,14 @@ class StrategySpec(Strict):
 class ProjectSpec(Strict):
     name: str = Field(pattern=NAME)
     description: str = ""
+    allowed_lateness: str = Field(
+        default="5m",
+        description="How far behind the latest event time an event may arrive and still see "
+        "exactly the offline feature values (see features/semantics.py)",
+    )
+
+    @field_validator("allowed_lateness")
+    @classmethod
+    def _lateness(cls, lateness: str) -> str:
+        window_seconds(lateness)
+        return lateness
