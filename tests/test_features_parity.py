@@ -33,7 +33,7 @@ from decisionloop.features.derived import names_by_type, project_derived
 from decisionloop.features.offline import compile_offline, offline_features
 from decisionloop.features.online import OnlineFeatures, compile_features
 from decisionloop.features.semantics import wide_float
-from decisionloop.project.definitions import FIELDLESS, FeatureSpec
+from decisionloop.project.definitions import FIELDLESS, LABELLED, FeatureSpec
 from decisionloop.project.loader import Project, load_project
 from decisionloop.rules.expressions import Compiler, Source
 from decisionloop.storage.duckdb_source import SCHEMA
@@ -86,7 +86,9 @@ event_types:
     entities: {customer: optional}
     fields:
       label: {type: string, required: true}
-      refers_to: {type: string}
+      refers_to_event_id: {type: string}
+      entity_type: {type: string}
+      entity_id: {type: string}
 """,
     "features/all.yaml": """
 features:
@@ -147,6 +149,14 @@ features:
      event_types: [txn], include_current: false}
   - {name: merchant_sd, entity: merchant, aggregation: stddev, field: amount, windows: [10s],
      event_types: [txn], include_current: false}
+  - {name: fraud_share, entity: customer, aggregation: labelled_share, label: fraud,
+     windows: [1m, 1h], event_types: [txn]}
+  - {name: fraud_before, entity: customer, aggregation: labelled_count, label: fraud,
+     windows: [10s, 1h], event_types: [txn, login], filter: amount > 0, include_current: false}
+  - {name: disputed, entity: customer, aggregation: labelled_count, label: dispute,
+     windows: [1h], event_types: [txn]}
+  - {name: device_fraud, entity: device, aggregation: labelled_share, label: fraud,
+     windows: [1m], event_types: [txn, login], include_current: false}
 derived:
   - {name: burst, expression: "customer.txns_1m * 2 + coalesce(amount_vs_avg, 0)",
      event_types: [txn]}
@@ -228,7 +238,9 @@ WITH_LATE = IN_TIME | st.sampled_from([timedelta(minutes=20), timedelta(hours=2)
 
 
 @st.composite
-def raw_event(draw: st.DrawFn, index: int, occurred_at: datetime) -> dict[str, Any]:
+def raw_event(
+    draw: st.DrawFn, index: int, occurred_at: datetime, forward: bool = True
+) -> dict[str, Any]:
     kind = draw(st.sampled_from(["txn", "txn", "txn", "login", "label"]))
     event: dict[str, Any] = {
         "event_id": f"e{index}",
@@ -266,7 +278,16 @@ def raw_event(draw: st.DrawFn, index: int, occurred_at: datetime) -> dict[str, A
         if draw(st.booleans()):
             event["amount"] = draw(AMOUNTS)
     else:
-        event.update(label="fraud", refers_to="e0")
+        # A label learnt late: about an earlier event (most often), a later one (it arrives
+        # before its event), itself or no event; duplicates and other labels too.
+        event["label"] = draw(st.sampled_from(["fraud", "fraud", "fraud", "dispute"]))
+        about = draw(st.integers(max(-1, index - 30), index + (2 if forward else -1)))
+        target = f"e{about}" if about >= 0 else None
+        if draw(st.booleans()):
+            event["refers_to_event_id"] = target
+        else:
+            event.update(entity_type=draw(st.sampled_from(["event", "event", "customer"])))
+            event["entity_id"] = target or customer
         if draw(st.booleans()):
             event["customer_id"] = customer
     return event
@@ -274,15 +295,29 @@ def raw_event(draw: st.DrawFn, index: int, occurred_at: datetime) -> dict[str, A
 
 @st.composite
 def streams(
-    draw: st.DrawFn, behind: st.SearchStrategy[timedelta] = IN_TIME, max_size: int = 40
+    draw: st.DrawFn,
+    behind: st.SearchStrategy[timedelta] = IN_TIME,
+    max_size: int = 40,
+    forward: bool = True,
 ) -> list[dict[str, Any]]:
-    """Events in ingestion order: a clock that moves forward, each event stamped behind it."""
+    """Events in ingestion order: a clock that moves forward, each event stamped behind it.
+    ``forward``: labels may name an event that arrives after them; without it a label names
+    earlier events only and is stamped no earlier than them (a label's time is when the bank
+    learnt it: what a restart's look-back relies on)."""
     size = draw(st.integers(1, max_size))
     clock = T0
-    events = []
+    events: list[dict[str, Any]] = []
     for index in range(size):
         clock += draw(STEPS)
-        events.append(draw(raw_event(index, clock - draw(behind))))
+        event = draw(raw_event(index, clock - draw(behind), forward))
+        if event["type"] == "label" and not forward:
+            about = event.get("refers_to_event_id") or event.get("entity_id")
+            named = next((e for e in events if e["event_id"] == about), None)
+            if named is not None:
+                event["occurred_at"] = max(
+                    event["occurred_at"], named["occurred_at"], key=datetime.fromisoformat
+                )
+        events.append(event)
     return events
 
 
@@ -392,6 +427,7 @@ def definitions(draw: st.DrawFn) -> FeatureSpec:
         event_types=event_types,
         filter=draw(st.sampled_from([None, "amount > 0", "amount is null or amount < 100"])),
         include_current=draw(st.booleans()),
+        label=draw(st.sampled_from(["fraud", "dispute"])) if aggregation in LABELLED else None,
     )
 
 
@@ -435,7 +471,7 @@ def test_late_events_are_counted_and_never_disturb_in_time_events(
 
 
 @examples(60)
-@given(raws=streams(behind=WITH_LATE), data=st.data())
+@given(raws=streams(behind=WITH_LATE, forward=False), data=st.data())
 def test_restart_from_source_equals_uninterrupted(
     setup: Setup, raws: list[dict[str, Any]], data: st.DataObject
 ) -> None:
@@ -478,7 +514,7 @@ def test_a_label_arriving_later_never_changes_earlier_offline_features(
                 "occurred_at": raw["occurred_at"],
                 "customer_id": raw.get("customer_id", "C1"),
                 "label": "fraud",
-                "refers_to": raw["event_id"],
+                "refers_to_event_id": raw["event_id"],
             }
         )
     append(connection, labels, setup, first_seq=len(raws))

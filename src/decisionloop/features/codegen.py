@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from decisionloop.domain.events import Event
-from decisionloop.features.semantics import wide_float
+from decisionloop.features.semantics import LABEL_EVENT, wide_float
 
 if TYPE_CHECKING:
     from decisionloop.features.online import Group, Output
@@ -27,11 +27,15 @@ if TYPE_CHECKING:
 # observe(event, ts, watermark, update, out): writes every name the event sees into ``out``.
 Observe = Callable[[Event, int, int, bool, dict[str, Any]], None]
 COUNT, SUM, AVG, MIN, MAX, DISTINCT, STDDEV, FIRST_SEEN, SINCE_LAST = range(9)  # as in online.py
-_EMPTY = {COUNT: "0", DISTINCT: "0"}  # the others are NULL over no events
+LABELLED_COUNT, LABELLED_SHARE = 9, 10
+_EMPTY = {COUNT: "0", DISTINCT: "0", LABELLED_COUNT: "0"}  # the others are NULL over no events
 
 
-def generate(groups: list[Group]) -> tuple[str, Observe]:
-    """The source of the observe function and the function itself."""
+def generate(
+    groups: list[Group], mark: Callable[[Event, int], None] | None = None
+) -> tuple[str, Observe]:
+    """The source of the observe function and the function itself; ``mark`` (when some
+    definition reads labels) is called with every label event after its reads."""
     namespace: dict[str, Any] = {
         "bisect_left": bisect_left,
         "bisect_right": bisect_right,
@@ -39,6 +43,7 @@ def generate(groups: list[Group]) -> tuple[str, Observe]:
         "_floor": math.floor,
         "_sqrt": math.sqrt,
         "_wide": wide_float,
+        "MARK": mark,
     }
     # A filter text over the same event types means the same in every group: evaluated once.
     shared: dict[tuple[str, frozenset[str]], str] = {}
@@ -56,6 +61,11 @@ def generate(groups: list[Group]) -> tuple[str, Observe]:
         "    etype = event.type",
         *(f"    {var} = None" for var in shared.values()),
         *("    " + line for line in body),
+        *(
+            [f"    if update and etype == {LABEL_EVENT!r}:", "        MARK(event, watermark)"]
+            if mark is not None
+            else []
+        ),
         "    return None",
     ]
     source = "\n".join(lines) + "\n"
@@ -71,6 +81,9 @@ def _group(
     namespace[f"H{i}"] = group.new_history
     namespace[f"I{i}"] = group.note_idle
     namespace[f"V{i}"] = group.values_read
+    if group.labelled:
+        namespace[f"Q{i}"] = group.is_pending
+        namespace[f"M{i}"] = group.ids
     types = sorted(group.event_types)
     if len(types) == 1:
         test = f"etype == {types[0]!r}"
@@ -112,6 +125,8 @@ def _update(
         code += [f"if {var} is None:", f"    {var} = F{var}(event)", f"f{j} = {var}"]
         passed.append(f"f{j}")
     inner: list[str] = []
+    if group.labelled:
+        code.append("eid = event.event_id")
     if "True" not in passed:
         code.append(f"if {' or '.join(passed)}:")
     inner += ["if h is None:", f"    h = S{i}[k] = H{i}()"]
@@ -125,6 +140,9 @@ def _update(
             increments.append(f)
         elif role == "units":
             increments.append(f"q{prefix[2]}" if f == "True" else f"(q{prefix[2]} if {f} else 0)")
+        elif role == "labelled":  # a label that arrived before its event
+            pending = f"Q{i}(eid, {prefix[2]!r})"
+            increments.append(f"(1 if {pending} else 0)" if f == "True" else f"({f} and {pending})")
         elif role == "squares":
             square = f"q{prefix[2]} * q{prefix[2]}"
             increments.append(square if f == "True" else f"({square} if {f} else 0)")
@@ -135,12 +153,15 @@ def _update(
         f"v{s}" if passed[f] == "True" else f"(v{s} if {passed[f]} else None)"
         for f, s in group.columns
     ]
+    if group.labelled:
+        values.append("eid")  # the ids column, last
+        inner.append(f"M{i}[eid] = (k, ts)")
     inner += ["times = h.times", "if not times or ts >= times[-1]:", "    times.append(ts)"]
     if group.prefixes:
         inner.append("    P = h.prefixes")
         for p, increment in enumerate(increments):
             inner += [f"    p = P[{p}]", f"    p.append(p[-1] + {increment})"]
-    if group.columns:
+    if values:
         inner.append("    C = h.columns")
         inner += [f"    C[{c}].append({value})" for c, value in enumerate(values)]
     inner += [
@@ -218,6 +239,12 @@ def _output(i: int, o: Output) -> list[str]:
         return [f"{target}p{o.fed}[{stop}] - p{o.fed}[{start}]"]
     if o.code in (FIRST_SEEN, SINCE_LAST):
         return _age(o, target, start, stop)
+    if o.code in (LABELLED_COUNT, LABELLED_SHARE):
+        labelled = f"p{o.labelled}[{stop}] - p{o.labelled}[{start}]"
+        if o.code == LABELLED_COUNT:
+            return [f"{target}{labelled}"]
+        fed = f"{stop} - {start}" if o.fed < 0 else f"p{o.fed}[{stop}] - p{o.fed}[{start}]"
+        return [f"n = {fed}", f"{target}_float({labelled}) / _float(n) if n else None"]
     if o.code == STDDEV:
         return _stddev(o, target, start, stop)
     if o.code in (SUM, AVG):

@@ -59,6 +59,8 @@ from decisionloop.features.derived import (
 from decisionloop.features.dialects import DUCKDB, DuckDBDialect, quote
 from decisionloop.features.online import epoch_us
 from decisionloop.features.semantics import (
+    LABEL_EVENT,
+    LABEL_FIELDS,
     NUMBER_SCALE,
     US,
     WIDE_SPLIT,
@@ -66,7 +68,7 @@ from decisionloop.features.semantics import (
     HasFields,
     resolve,
 )
-from decisionloop.project.definitions import FIELDLESS, FeatureSpec
+from decisionloop.project.definitions import FIELDLESS, LABELLED, FeatureSpec
 from decisionloop.project.loader import Project
 from decisionloop.rules.expressions import Compiler, Source
 from decisionloop.rules.typecheck import SqlType, field_type
@@ -215,6 +217,9 @@ class _Compiler:
         self.field_types: dict[str, str] = {}
         self.problems: list[Problem] = []
         self.plan: dict[int, _Stream] = {}
+        # Label-aware counts: (stream, label) -> [(window, include)], each a column _l<n> of the
+        # CTE _lab<j> (j: the pair's position), keyed by the reading row's _seq.
+        self.labelled: dict[tuple[int, str], list[tuple[int, bool]]] = {}
         # Counts and ages read no field: they join any stream of the same events, so plan them
         # last.
         for definition in sorted(definitions, key=lambda d: d.spec.aggregation in FIELDLESS):
@@ -415,6 +420,9 @@ class _Compiler:
             ("win", win, True),
         ]
         joins = []
+        ctes += self._labelled_ctes(table)
+        joins += [f"LEFT JOIN _lab{j} ON _lab{j}._seq = w._seq" for j in range(len(self.labelled))]
+        labelled_joins = list(joins)
         for key, entity in self.entities.items():
             name = f"exact_{_ident(key)}"
             k = quote(key)
@@ -471,12 +479,64 @@ class _Compiler:
                 for name, body, materialized in ctes
             )
             + f"\nSELECT event_id, {names} FROM (\n"
-            + f"SELECT {', '.join(window_values)} FROM win w WHERE {window_where}\n"
+            + f"SELECT {', '.join(window_values)} FROM win w {' '.join(labelled_joins)} "
+            + f"WHERE {window_where}\n"
             + "UNION ALL\n"
             + f"SELECT {', '.join(exact_values)} FROM win w {' '.join(joins)} WHERE {exact_where}\n"
             + ") ORDER BY _seq"
         )
         return OfflineQuery(sql, [name for name, _, _ in outputs] + [d.name for d in self.derived])
+
+    def _labelled_ctes(self, table: str) -> list[tuple[str, str, bool]]:
+        """Label-aware counts (see ``semantics``): the labels (first arrival per labelled event
+        and label name), the labelled rows of each stream, and per reading row the labelled rows
+        in its windows whose label was ingested before it (``_ls < e._seq``): a join over the
+        labelled rows only, which are few."""
+        if not self.labelled:
+            return []
+        d = self.d
+        struct = d.payload_struct("payload", {name: "VARCHAR" for name in LABEL_FIELDS})
+
+        def get(name: str) -> str:
+            return d.struct_field("_p", name)
+
+        target = (
+            f"coalesce({get('refers_to_event_id')}, "
+            f"CASE WHEN {get('entity_type')} = 'event' THEN {get('entity_id')} END)"
+        )
+        labels = (
+            f"SELECT {target} AS _target, {get('label')} AS _name, min(seq) AS _ls "
+            f"FROM (SELECT seq, {struct} AS _p FROM {table} "
+            f"WHERE event_type = {_string(LABEL_EVENT)}) GROUP BY 1, 2"
+        )
+        ctes = [("_labels", labels, True)]
+        for j, ((i, label), columns) in enumerate(self.labelled.items()):
+            k = quote(self.streams[i].key_field)
+            ctes.append(
+                (
+                    f"_labx{j}",
+                    f"SELECT b._seq AS _xs, b._t AS _xt, b.{k} AS _k, l._ls FROM win b "
+                    f"JOIN _labels l ON l._target = b._id AND l._name = {_string(label)} "
+                    f"WHERE b._fed{i} AND b.{k} IS NOT NULL",
+                    False,
+                )
+            )
+            counts = ", ".join(
+                f"count(CASE WHEN x._xt > e._t - {window} AND x._xs {'<=' if include else '<'} "
+                f"e._seq THEN 1 END) AS _l{c}"
+                for c, (window, include) in enumerate(columns)
+            )
+            longest = max(window for window, _ in columns)
+            ctes.append(
+                (
+                    f"_lab{j}",
+                    f"SELECT e._seq, {counts} FROM win e JOIN _labx{j} x ON x._k = e.{k} "
+                    f"AND x._xt <= e._t AND x._xt > e._t - {longest} AND x._ls < e._seq "
+                    "GROUP BY e._seq",
+                    True,
+                )
+            )
+        return ctes
 
     def _derived_sql(self) -> list[str]:
         """Each derived feature over the feature columns and carried fields: its expression for
@@ -522,6 +582,17 @@ class _Compiler:
         d = self.d
         if aggregation == "count":
             return atom("count")
+        if aggregation in LABELLED:
+            assert definition.spec.label is not None  # FeatureSpec requires it
+            columns = self.labelled.setdefault((i, definition.spec.label), [])
+            if (window, include) not in columns:
+                columns.append((window, include))
+            j = list(self.labelled).index((i, definition.spec.label))
+            value = f"coalesce(_lab{j}._l{columns.index((window, include))}, 0)"
+            if aggregation == "labelled_count":
+                return value
+            events = atom("count")
+            return f"CASE WHEN {events} > 0 THEN {d.to_double(value)} / {d.to_double(events)} END"
         if aggregation in ("min", "max", "distinct_count"):
             return atom(aggregation)
         if aggregation in ("first_seen_age", "time_since_last"):

@@ -26,7 +26,7 @@ per-group time buckets (one list append per entity and bucket, amortised O(1)).
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -43,10 +43,11 @@ from decisionloop.features.semantics import (
     HasFields,
     ValueKind,
     feature_names,
+    labelled_target,
     lateness_us,
     resolve,
 )
-from decisionloop.project.definitions import FeatureSpec
+from decisionloop.project.definitions import LABELLED, FeatureSpec
 
 __all__ = [
     "Group",
@@ -61,6 +62,7 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 COUNT, SUM, AVG, MIN, MAX, DISTINCT, STDDEV, FIRST_SEEN, SINCE_LAST = range(9)
+LABELLED_COUNT, LABELLED_SHARE = 9, 10
 CODES = {
     "count": COUNT,
     "sum": SUM,
@@ -71,6 +73,8 @@ CODES = {
     "stddev": STDDEV,
     "first_seen_age": FIRST_SEEN,
     "time_since_last": SINCE_LAST,
+    "labelled_count": LABELLED_COUNT,
+    "labelled_share": LABELLED_SHARE,
 }
 # A window holding more values than this gets an incremental cursor for min/max/distinct_count;
 # below it, aggregating the slice in C is faster and needs no memory.
@@ -276,6 +280,7 @@ class Output:
     squares: int = -1  # prefix of squared quantised values (stddev)
     column: int = -1  # values column (min, max, distinct_count)
     integer: bool = False  # sum/avg of an integer field: integer arithmetic
+    labelled: int = -1  # prefix counting the labelled events (labelled_count, labelled_share)
 
 
 @dataclass
@@ -299,6 +304,12 @@ class Group:
     outputs: list[Output] = field(default_factory=list)
     state: dict[str, History] = field(default_factory=dict)
     idle: dict[int, list[str]] = field(default_factory=dict)  # bucket -> entities updated then
+    # Label-aware groups (their own groups: other groups' hot path is unchanged) keep the event
+    # ids in a last column, where each id went (entity id, event time), and labels that arrived
+    # before their event (id -> label names, watermark at arrival).
+    labelled: bool = False
+    ids: dict[str, tuple[str, int]] = field(default_factory=dict)
+    pending: dict[str, tuple[set[str], int]] = field(default_factory=dict)
 
     # -- planning -------------------------------------------------------------------------------
     def _index(self, items: list[Any], item: Any) -> int:
@@ -325,6 +336,10 @@ class Group:
             include = spec.include_current and code != SINCE_LAST
             if code in (COUNT, FIRST_SEEN, SINCE_LAST):
                 self.outputs.append(Output(name, code, w, include, fed))
+                continue
+            if code in (LABELLED_COUNT, LABELLED_SHARE):
+                labelled = self._index(self.prefixes, ("labelled", f, spec.label))
+                self.outputs.append(Output(name, code, w, include, fed, labelled=labelled))
                 continue
             assert spec.field is not None  # resolve() refuses value aggregations without one
             slot = self._index(self.slots, (spec.field, definition.kind))
@@ -392,6 +407,8 @@ class Group:
     def expire(self, watermark: int) -> None:
         """Forget entities whose every event is older than what any in-time window needs."""
         cutoff = watermark - self.retention
+        if self.labelled:
+            self.forget(cutoff)
         last_full = (cutoff + 1) // self.bucket_us - 1  # buckets ending at or before cutoff
         for bucket in [b for b in self.idle if b <= last_full]:
             for entity_id in self.idle.pop(bucket):
@@ -400,7 +417,62 @@ class Group:
                     del self.state[entity_id]
 
     def new_history(self) -> History:
-        return History(len(self.prefixes), len(self.columns))
+        return History(len(self.prefixes), len(self.columns) + self.labelled)
+
+    # -- labels ---------------------------------------------------------------------------------
+    def is_pending(self, event_id: str, label: str) -> bool:
+        """Whether a label ``label`` arrived for this event before it (counted from now on)."""
+        waiting = self.pending.get(event_id)
+        return waiting is not None and label in waiting[0]
+
+    def mark(self, target: str, label: str, watermark: int) -> None:
+        """A label ``label`` arrived for event ``target``: later reads count the event in the
+        labelled prefixes of that label (once, whatever the number of labels)."""
+        roles = [
+            (p, prefix[1])
+            for p, prefix in enumerate(self.prefixes)
+            if prefix[0] == "labelled" and prefix[2] == label
+        ]
+        if not roles:
+            return
+        where = self.ids.get(target)
+        if where is None:  # not seen yet: counted when it arrives
+            waiting = self.pending.get(target)
+            if waiting is None:
+                self.pending[target] = ({label}, watermark)
+            else:
+                waiting[0].add(label)
+            return
+        history = self.state.get(where[0])
+        if history is None:
+            return
+        times, ids = history.times, history.columns[-1]
+        at = next(
+            (
+                i
+                for i in range(bisect_left(times, where[1]), bisect_right(times, where[1]))
+                if ids[i] == target
+            ),
+            -1,
+        )
+        if at < 0:  # evicted: outside every window still read
+            return
+        for p, f in roles:
+            if self.filters[f][0] is not None:
+                fed = history.prefixes[self.prefixes.index(("fed", f))]
+                if fed[at + 1] == fed[at]:
+                    continue  # the definition's filter did not pass the event
+            prefix = history.prefixes[p]
+            if prefix[at + 1] == prefix[at]:
+                for i in range(at + 1, len(prefix)):
+                    prefix[i] += 1
+
+    def forget(self, cutoff: int) -> None:
+        """Drop ids older than any window reads and labels that waited a retention period."""
+        for stale in [i for i, where in self.ids.items() if where[1] <= cutoff]:
+            del self.ids[stale]  # in place: the generated code holds the dict
+        for stale in [i for i, waiting in self.pending.items() if waiting[1] <= cutoff]:
+            del self.pending[stale]
 
 
 @dataclass
@@ -446,7 +518,11 @@ class OnlineFeatures:
         self.late_events = 0  # events later than the allowed lateness (metric)
         self._next_sweep = self.watermark
         self._sweep_every = min((g.bucket_us for g in groups), default=US)
-        self.source, self._observe = generate(groups)  # the hot path, inspectable
+        self.labelled = [g for g in groups if g.labelled]
+        # Label events mark the events they name, after their own reads (only when some
+        # definition reads labels: other projects' hot path does not change).
+        mark = self._mark if self.labelled else None
+        self.source, self._observe = generate(groups, mark)  # the hot path, inspectable
         self.derived: list[DerivedFeature] = []
         self._derived: dict[str, Evaluation] = {}  # event type -> its derived values, in order
 
@@ -477,6 +553,15 @@ class OnlineFeatures:
         if plan is not None:
             evaluate(plan, {**event.values, "occurred_at": event.occurred_at, **values}, values)
         return values
+
+    def _mark(self, event: Event, watermark: int) -> None:
+        """After the label event's own reads (it does not see itself), mark what it names."""
+        target = labelled_target(event.values)
+        label = event.values.get("label")
+        if target is None or label is None:
+            return
+        for group in self.labelled:
+            group.mark(target, str(label), watermark)
 
     def _sweep(self, watermark: int) -> None:
         for group in self.groups:
@@ -524,13 +609,15 @@ def compile_features(
     """
     definitions = resolve(specs, entity_keys, event_types)
     lateness = lateness_us(allowed_lateness)
-    groups: dict[tuple[str, frozenset[str]], Group] = {}
+    groups: dict[tuple[str, frozenset[str], bool], Group] = {}
     compiled: list[OnlineFeature] = []
     for definition in definitions:
         types = frozenset(definition.spec.event_types)
-        group = groups.get((definition.key_field, types))
+        labelled = definition.spec.aggregation in LABELLED
+        place = (definition.key_field, types, labelled)
+        group = groups.get(place)
         if group is None:
-            group = groups[(definition.key_field, types)] = Group(definition.key_field, types)
+            group = groups[place] = Group(definition.key_field, types, labelled=labelled)
         applies = filters.get(definition.spec.name, _always) if definition.spec.filter else _always
         group.attach(definition, applies, lateness)
         compiled.append(

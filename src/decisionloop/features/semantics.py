@@ -32,6 +32,22 @@ among the events aggregated *other than* ``e`` itself to ``t_e``, NULL when ther
 (``include_current`` has no effect: ``e``'s own time would always give 0). Both read no field; both
 are ``double((t_e - t_x) µs) / 1e6`` — exact, windows are far below 2^53 µs.
 
+**Label-aware aggregations.** A *label* is an event of type ``label`` whose field ``label`` names
+it (``fraud``) and whose ``refers_to_event_id`` — or, when that is NULL, ``entity_id`` with
+``entity_type = 'event'`` — is the id of the event it labels. A label is *available* to ``e`` when
+it was ingested before ``e``: ``seq_L < seq_e``, the same "as known at decision time" rule as every
+other value, so a chargeback learnt weeks later never reaches the training rows of the events
+decided before it (nor does a label stamped with an early ``occurred_at``: only arrival counts).
+``labelled_count``: the number of events aggregated (as ``count`` would count them) that have at
+least one available label ``label`` (duplicates count once). ``labelled_share``: that number as a
+double divided by the ``count`` of the same events, NULL when there are none. Both read no field.
+Imported history must therefore be loaded in the order the bank learnt things, each label stamped
+with the time it became known: the demo bank does (labels at ``label_at``, everything sorted by
+``occurred_at``), so its ``seq`` order is the labels' availability order. A label that arrives
+before the event it names counts from that event's arrival on; online, such a label waits for its
+event for one retention period (then it is forgotten: best effort, like a late event), and a
+restart replays labels stamped within the look-back only.
+
 **Exact numbers.** Summation order differs between an incremental engine and a SQL engine, and
 floating-point addition is not associative, so float sums would differ in the last bits. Both
 engines therefore add integers. A value of a ``number`` field is first *quantised* to
@@ -101,6 +117,9 @@ _SCALE_FLOAT = float(NUMBER_SCALE)
 # more minutes of retained state per entity; a project declares its own (``allowed_lateness``).
 DEFAULT_ALLOWED_LATENESS = "5m"
 US = 1_000_000  # microseconds per second
+# The event type of labels and the fields that name the label and the event it is about.
+LABEL_EVENT = "label"
+LABEL_FIELDS = ("label", "refers_to_event_id", "entity_type", "entity_id")
 
 # The declared type of the aggregated field, as both engines need it: "none" for count (or no
 # field), "auto" online when the event types are unknown (numbers are then treated as number).
@@ -148,6 +167,15 @@ def wide_float(value: int) -> float:
     """A non-negative integer below 2^125 as a double, as the offline SQL computes it: each
     64-bit half converted (correctly rounded), the high one scaled exactly, then one addition."""
     return float(value >> 62) * 4611686018427387904.0 + float(value & (WIDE_SPLIT - 1))
+
+
+def labelled_target(values: Mapping[str, Any]) -> str | None:
+    """The id of the event a label event is about (``refers_to_event_id``, else ``entity_id``
+    when ``entity_type`` is ``event``)."""
+    target = values.get("refers_to_event_id")
+    if target is None and values.get("entity_type") == "event":
+        target = values.get("entity_id")
+    return None if target is None else str(target)
 
 
 def feature_names(spec: FeatureSpec) -> list[str]:

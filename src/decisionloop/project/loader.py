@@ -251,6 +251,18 @@ def check_references(project: Project) -> list[Problem]:
                 )
         if feature.aggregation not in FIELDLESS and not feature.field:
             complain(key, ("aggregation",), f"{feature.aggregation} needs a `field`")
+        labels = project.event_types.get("label")  # what labelled_count/_share read
+        if feature.label is not None and (
+            labels is None
+            or "label" not in labels.fields
+            or not {"refers_to_event_id", "entity_id"} & set(labels.fields)
+        ):
+            complain(
+                key,
+                ("label",),
+                "labelled aggregations need a `label` event type with a `label` field and a "
+                "`refers_to_event_id` (or `entity_type` + `entity_id`) field",
+            )
     for event_type_name, strategy in project.strategies.items():
         key = f"strategy:{event_type_name}"
         if event_type_name not in project.event_types:
