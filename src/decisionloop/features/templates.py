@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from difflib import get_close_matches
 from typing import get_args
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 
 from decisionloop.errors import Problem
 from decisionloop.project.definitions import (
@@ -33,7 +33,7 @@ from decisionloop.project.definitions import (
     EventTypeSpec,
     FeatureSpec,
     Strict,
-    window_seconds,
+    Windows,
 )
 from decisionloop.project.located import LocatedDocument, PathKey
 
@@ -46,18 +46,11 @@ class FeatureTemplate(Strict):
     entities: list[str] = Field(min_length=1)
     aggregations: list[str] = Field(min_length=1)
     field: str | None = None
-    windows: list[str] = Field(min_length=1)
+    windows: Windows
     event_types: list[str] = Field(min_length=1)
     filter: str | None = Field(default=None, description="SQL predicate over the event")
     include_current: bool = True
     description: str = ""
-
-    @field_validator("windows")
-    @classmethod
-    def _windows(cls, windows: list[str]) -> list[str]:
-        for window in windows:
-            window_seconds(window)
-        return windows
 
 
 def expand_template(

@@ -7,9 +7,9 @@ state, rule code) happens in the packages that own each concern.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 NAME = r"^[a-z][a-z0-9_]{0,62}$"
 _NAME_RE = re.compile(NAME)
@@ -31,6 +31,16 @@ def window_seconds(window: str) -> int:
     if match is None:
         raise ValueError(f"window {window!r} must look like 10m, 1h, 24h or 7d")
     return int(match.group(1)) * WINDOW_SECONDS[match.group(2)]
+
+
+def _check_windows(windows: list[str]) -> list[str]:
+    for window in windows:
+        window_seconds(window)
+    return windows
+
+
+# One or more windows (10m, 1h, 7d ...), as features and feature templates declare them.
+Windows = Annotated[list[str], Field(min_length=1), AfterValidator(_check_windows)]
 
 
 class Strict(BaseModel):
@@ -97,18 +107,11 @@ class FeatureSpec(Strict):
     label: str | None = Field(
         default=None, description="The label that labelled_count/labelled_share look for"
     )
-    windows: list[str] = Field(min_length=1)
+    windows: Windows
     event_types: list[str] = Field(min_length=1)
     filter: str | None = Field(default=None, description="SQL predicate over the event")
     include_current: bool = True
     description: str = ""
-
-    @field_validator("windows")
-    @classmethod
-    def _windows(cls, windows: list[str]) -> list[str]:
-        for window in windows:
-            window_seconds(window)
-        return windows
 
     @model_validator(mode="after")
     def _label(self) -> FeatureSpec:
