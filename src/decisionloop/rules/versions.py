@@ -16,6 +16,7 @@ set cost little more than the lines that changed.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import getpass
 import hashlib
@@ -120,7 +121,7 @@ def resolve_author(author: str | None, project_dir: Path | None = None) -> str:
     """The given author, else ``git config user.name``, else the OS user."""
     if author and author.strip():
         return author.strip()
-    try:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):  # no git: the OS user
         found = subprocess.run(
             ["git", "config", "user.name"],
             cwd=project_dir if project_dir is not None and project_dir.is_dir() else None,
@@ -131,8 +132,6 @@ def resolve_author(author: str | None, project_dir: Path | None = None) -> str:
         )
         if found.returncode == 0 and found.stdout.strip():
             return found.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass  # no git here: fall through to the OS user
     try:
         return getpass.getuser()
     except (OSError, KeyError):  # no login name in a bare container
