@@ -334,3 +334,21 @@ def test_an_event_dated_in_the_future_is_refused(client: TestClient) -> None:
     assert (
         client.post("/v1/decide", json=transaction("future-2", occurred_at=near)).status_code == 200
     )
+
+
+def test_an_unexpected_failure_answers_500_with_the_error_shape(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    service = client.app.state.service  # type: ignore[attr-defined]
+
+    async def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(service, "handle", broken)
+    answer = client.post("/v1/decide", json=transaction("boom-1"))
+    assert answer.status_code == 500
+    error = answer.json()["error"]
+    assert error["code"] == "DL000"
+    assert error["problems"] == [{"where": "/v1/decide", "reason": "RuntimeError; see the log"}]
+    metrics = client.get("/metrics").text
+    assert 'decisionloop_rejected_requests_total{code="DL000"} 1.0' in metrics

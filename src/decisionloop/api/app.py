@@ -17,6 +17,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from decisionloop import __version__
 from decisionloop.api.lane import ERROR_SCHEMA, EventEndpoint, EventLane, openapi_paths
@@ -90,13 +91,27 @@ def event_endpoints(service: DecisionService, max_batch: int) -> list[EventEndpo
     ]
 
 
+class DecisionApp(FastAPI):
+    """FastAPI with the event lane in front: its paths skip the middleware stack."""
+
+    lane: EventLane | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.lane is not None and scope["type"] == "http":
+            endpoint = self.lane.endpoints.get(scope["path"])
+            if endpoint is not None:
+                await self.lane.serve(endpoint, scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(service: DecisionService, settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         service.close()
 
-    app = FastAPI(
+    app = DecisionApp(
         title="decisionloop",
         version=__version__,
         description=DESCRIPTION,
@@ -115,9 +130,7 @@ def create_app(service: DecisionService, settings: Settings) -> FastAPI:
 
     endpoints = event_endpoints(service, settings.max_batch_events)
     app.state.event_endpoints = endpoints
-    app.add_middleware(
-        EventLane, endpoints=endpoints, limit=settings.max_body_bytes, on_error=count_rejected
-    )
+    app.lane = EventLane(endpoints, settings.max_body_bytes, count_rejected)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

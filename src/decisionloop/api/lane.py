@@ -1,26 +1,30 @@
-"""The event lane: the four endpoints that carry events, answered in front of FastAPI's stack.
+"""The event lane: the four endpoints that carry events, answered before FastAPI's stack.
 
 ``/v1/decide``, ``/v1/decide/batch``, ``/v1/events`` and ``/v1/stream`` take every event the
-service sees. Through FastAPI a request crosses a dozen middleware and routing layers that cost
-more CPU than deciding the event (profiled: about three quarters of the request on the event
-loop). Their bodies are raw JSON that the project's catalog validates anyway, so FastAPI adds
-nothing here: this pure ASGI middleware reads the body with a size limit, decodes it with orjson,
-runs the endpoint and writes the answer. Everything else (reads, ``/docs``, ``/metrics``, the live
-page) still goes through FastAPI, and :func:`openapi_paths` documents the lane on ``/docs``.
+service sees. Through FastAPI a request crosses a dozen middleware and routing layers (and, per
+request, FastAPI's OpenTelemetry checks) that cost more CPU than deciding the event (profiled:
+about three quarters of the request on the event loop). Their bodies are raw JSON that the
+project's catalog validates anyway, so FastAPI adds nothing here: the application
+(:class:`decisionloop.api.app.DecisionApp`) hands these paths to the lane first, which reads the
+body with a size limit, decodes it with orjson, runs the endpoint and writes the answer.
+Everything else (reads, ``/docs``, ``/metrics``, the live page) goes through FastAPI, and
+:func:`openapi_paths` documents the lane on ``/docs``.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from decisionloop.engine.service import error_answer
 from decisionloop.errors import DecisionLoopError, InputError, PayloadTooLargeError, Problem
 
+log = logging.getLogger(__name__)
 _JSON = (b"content-type", b"application/json")
 
 
@@ -37,29 +41,25 @@ class EventEndpoint:
 
 
 class EventLane:
-    """ASGI middleware: serves the :class:`EventEndpoint` paths, passes the rest to ``app``.
+    """Serves the :class:`EventEndpoint` paths in front of the rest of the application.
 
     Errors the service raises on purpose become the usual error body and status; anything else
-    propagates to the server-error middleware outside, exactly as from a FastAPI route.
+    is logged with its traceback and answered 500 with the same error shape (code DL000).
     """
 
     def __init__(
         self,
-        app: ASGIApp,
         endpoints: Sequence[EventEndpoint],
         limit: int,
         on_error: Callable[[DecisionLoopError], None],
     ) -> None:
-        self.app = app
         self.endpoints = {e.path: e for e in endpoints}
         self.limit = limit
         self.on_error = on_error
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        endpoint = self.endpoints.get(scope["path"]) if scope["type"] == "http" else None
-        if endpoint is None:
-            await self.app(scope, receive, send)
-            return
+    async def serve(
+        self, endpoint: EventEndpoint, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         if scope["method"] != "POST":
             headers = [_JSON, (b"allow", b"POST")]
             await _send(send, 405, orjson.dumps({"detail": "Method Not Allowed"}), headers)
@@ -72,6 +72,13 @@ class EventLane:
         except DecisionLoopError as exc:
             self.on_error(exc)
             status, content = exc.http_status, error_answer(exc)
+        except Exception as exc:
+            log.exception("%s failed", endpoint.path)
+            internal = DecisionLoopError(
+                "internal error", [Problem(endpoint.path, f"{type(exc).__name__}; see the log")]
+            )
+            self.on_error(internal)
+            status, content = internal.http_status, error_answer(internal)
         await _send(send, status, orjson.dumps(content), [_JSON])
 
     async def _read(self, scope: Scope, receive: Receive) -> bytearray | None:
