@@ -33,7 +33,7 @@ from decisionloop.features.derived import names_by_type, project_derived
 from decisionloop.features.offline import compile_offline, offline_features
 from decisionloop.features.online import OnlineFeatures, compile_features
 from decisionloop.features.semantics import wide_float
-from decisionloop.project.definitions import FIELDLESS, LABELLED, FeatureSpec
+from decisionloop.project.definitions import FIELDLESS, LABELLED, NEIGHBOURS, FeatureSpec
 from decisionloop.project.loader import Project, load_project
 from decisionloop.rules.expressions import Compiler, Source
 from decisionloop.storage.duckdb_source import SCHEMA
@@ -41,7 +41,10 @@ from decisionloop.storage.memory import MemorySourceLog
 from decisionloop.storage.ports import Record
 
 LATENESS = timedelta(minutes=5)
-AGGREGATIONS = list(get_args(FeatureSpec.model_fields["aggregation"].annotation))
+# labelled_neighbours reads the ops store's label history too: tests/test_features_links.py.
+AGGREGATIONS = [
+    a for a in get_args(FeatureSpec.model_fields["aggregation"].annotation) if a != NEIGHBOURS
+]
 T0 = datetime(2026, 6, 1, 11, 58, tzinfo=UTC)
 
 
@@ -318,6 +321,24 @@ def streams(
                     event["occurred_at"], named["occurred_at"], key=datetime.fromisoformat
                 )
         events.append(event)
+    return _bounded_early_labels(events)
+
+
+def _bounded_early_labels(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A label that arrives before the event it names waits for it online for one retention
+    period (at least the allowed lateness) of watermark, then is forgotten: best effort, as the
+    semantics say. Exact parity holds within that bound, so a label waiting longer is re-pointed
+    at the event before it."""
+    watermarks: list[datetime] = []
+    for event in events:
+        at = datetime.fromisoformat(event["occurred_at"])
+        watermarks.append(max(at, watermarks[-1]) if watermarks else at)
+    for i, event in enumerate(events):
+        field = "refers_to_event_id" if event.get("refers_to_event_id") else "entity_id"
+        target = event.get(field) if event["type"] == "label" else None
+        j = int(target[1:]) if isinstance(target, str) and target[1:].isdigit() else -1
+        if i < j < len(events) and watermarks[j] - watermarks[i] > LATENESS:
+            event[field] = f"e{max(i - 1, 0)}"
     return events
 
 

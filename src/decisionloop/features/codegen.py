@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 # observe(event, ts, watermark, update, out): writes every name the event sees into ``out``.
 Observe = Callable[[Event, int, int, bool, dict[str, Any]], None]
 COUNT, SUM, AVG, MIN, MAX, DISTINCT, STDDEV, FIRST_SEEN, SINCE_LAST = range(9)  # as in online.py
-LABELLED_COUNT, LABELLED_SHARE = 9, 10
-_EMPTY = {COUNT: "0", DISTINCT: "0", LABELLED_COUNT: "0"}  # the others are NULL over no events
+LABELLED_COUNT, LABELLED_SHARE, NEIGHBOURS = 9, 10, 11
+# The others are NULL over no events.
+_EMPTY = {COUNT: "0", DISTINCT: "0", LABELLED_COUNT: "0", NEIGHBOURS: "0"}
 
 
 def generate(
@@ -84,6 +85,10 @@ def _group(
     if group.labelled:
         namespace[f"Q{i}"] = group.is_pending
         namespace[f"M{i}"] = group.ids
+    if group.counters:
+        namespace[f"G{i}"] = group.neighbours
+        for c, counter in enumerate(group.counters):
+            namespace[f"N{i}_{c}"] = counter
     types = sorted(group.event_types)
     if len(types) == 1:
         test = f"etype == {types[0]!r}"
@@ -261,6 +266,16 @@ def _output(i: int, o: Output) -> list[str]:
         ]
     # Small windows without a cursor: the slice, aggregated in C (Group.values_read otherwise).
     call = f"V{i}(h, {o.code}, {o.column}, {o.window}, {start}, {stop}, {stop} < end)"
+    if o.code == NEIGHBOURS:  # the distinct neighbours, then their labels as of t_e
+        call = f"G{i}(h, {o.column}, {o.window}, {start}, {stop}, {stop} < end)"
+        return [
+            f"if {stop} - {start} <= {_online.CURSOR_MIN} and h.cursors is None:",
+            f"    w = set(h.columns[{o.column}][{start}:{stop}])",
+            "    w.discard(None)",
+            "else:",
+            f"    w = {call}",
+            f"{target}N{i}_{o.counter}(w, event.occurred_at)",
+        ]
     if o.code == DISTINCT:
         small = [
             f"w = set(h.columns[{o.column}][{start}:{stop}])",

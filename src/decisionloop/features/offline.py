@@ -41,7 +41,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import polars as pl
@@ -57,6 +57,7 @@ from decisionloop.features.derived import (
     project_derived,
 )
 from decisionloop.features.dialects import DUCKDB, DuckDBDialect, quote
+from decisionloop.features.links import neighbour_ctes, with_label_history
 from decisionloop.features.online import epoch_us
 from decisionloop.features.semantics import (
     LABEL_EVENT,
@@ -68,10 +69,13 @@ from decisionloop.features.semantics import (
     HasFields,
     resolve,
 )
-from decisionloop.project.definitions import FIELDLESS, LABELLED, FeatureSpec
+from decisionloop.project.definitions import FIELDLESS, LABELLED, NEIGHBOURS, FeatureSpec
 from decisionloop.project.loader import Project
 from decisionloop.rules.expressions import Compiler, Source
 from decisionloop.rules.typecheck import SqlType, field_type
+
+if TYPE_CHECKING:
+    from decisionloop.ops.store import Label
 
 __all__ = ["OfflineQuery", "compile_offline", "offline_features"]
 
@@ -94,6 +98,8 @@ class OfflineQuery:
 
     sql: str
     names: list[str]
+    # labelled_neighbours reads the ops store's label history (table LABEL_HISTORY).
+    label_history: bool = False
 
 
 @dataclass
@@ -184,9 +190,14 @@ def offline_features(
     start: datetime | None = None,
     end: datetime | None = None,
     table: str = "events",
+    labels: Sequence[Label] | None = None,
 ) -> pl.DataFrame:
     """Feature values as known at decision time for stored events: ``event_id`` + one column
-    per feature name, one row per selected event in ingestion order."""
+    per feature name, one row per selected event in ingestion order.
+
+    ``labels``: the ops store's label history (``store.labels()``, removed ones included) that
+    ``labelled_neighbours`` reads; without it, the connection must already hold the table
+    (``ops.history.register_history``, as a backtest does)."""
     query = compile_offline(
         project_or_specs,
         entity_keys=entity_keys,
@@ -196,6 +207,8 @@ def offline_features(
         end=end,
         table=table,
     )
+    if query.label_history:
+        return with_label_history(connection, query.sql, labels)
     frame: pl.DataFrame = connection.sql(query.sql).pl()
     return frame
 
@@ -220,6 +233,9 @@ class _Compiler:
         # Label-aware counts: (stream, label) -> [(window, include)], each a column _l<n> of the
         # CTE _lab<j> (j: the pair's position), keyed by the reading row's _seq.
         self.labelled: dict[tuple[int, str], list[tuple[int, bool]]] = {}
+        # labelled_neighbours: (stream, neighbour entity, label) -> [(window, include)], each a
+        # column _n<n> of the CTE _nb<j> (features/links.py).
+        self.neighbours: dict[tuple[int, str, str], list[tuple[int, bool]]] = {}
         # Counts and ages read no field: they join any stream of the same events, so plan them
         # last.
         for definition in sorted(definitions, key=lambda d: d.spec.aggregation in FIELDLESS):
@@ -422,6 +438,12 @@ class _Compiler:
         joins = []
         ctes += self._labelled_ctes(table)
         joins += [f"LEFT JOIN _lab{j} ON _lab{j}._seq = w._seq" for j in range(len(self.labelled))]
+        for j, ((i, neighbour, label), columns) in enumerate(self.neighbours.items()):
+            stream = self.streams[i]
+            assert stream.value_field is not None  # labelled_neighbours reads the neighbour key
+            key, value = quote(stream.key_field), self._value(stream.value_field)
+            ctes += neighbour_ctes(j, i, key, value, neighbour, label, columns, d.epoch_us)
+            joins.append(f"LEFT JOIN _nb{j} ON _nb{j}._seq = w._seq")
         labelled_joins = list(joins)
         for key, entity in self.entities.items():
             name = f"exact_{_ident(key)}"
@@ -485,7 +507,8 @@ class _Compiler:
             + f"SELECT {', '.join(exact_values)} FROM win w {' '.join(joins)} WHERE {exact_where}\n"
             + ") ORDER BY _seq"
         )
-        return OfflineQuery(sql, [name for name, _, _ in outputs] + [d.name for d in self.derived])
+        names_out = [name for name, _, _ in outputs] + [d.name for d in self.derived]
+        return OfflineQuery(sql, names_out, label_history=bool(self.neighbours))
 
     def _labelled_ctes(self, table: str) -> list[tuple[str, str, bool]]:
         """Label-aware counts (see ``semantics``): the labels (first arrival per labelled event
@@ -593,6 +616,15 @@ class _Compiler:
                 return value
             events = atom("count")
             return f"CASE WHEN {events} > 0 THEN {d.to_double(value)} / {d.to_double(events)} END"
+        if aggregation == NEIGHBOURS:
+            spec = definition.spec
+            assert spec.neighbour is not None  # FeatureSpec requires both
+            assert spec.label is not None
+            group = self.neighbours.setdefault((i, spec.neighbour, spec.label), [])
+            if (window, include) not in group:
+                group.append((window, include))
+            j = list(self.neighbours).index((i, spec.neighbour, spec.label))
+            return f"coalesce(_nb{j}._n{group.index((window, include))}, 0)"
         if aggregation in ("min", "max", "distinct_count"):
             return atom(aggregation)
         if aggregation in ("first_seen_age", "time_since_last"):

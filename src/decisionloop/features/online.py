@@ -17,7 +17,9 @@ slice in C for small windows and keep an incremental :class:`Cursor` for large o
 merchant's day).
 
 The hot path is one generated function per project (:mod:`.codegen`): each group's update and
-reads written out straight-line.
+reads written out straight-line. ``labelled_neighbours`` (:mod:`.links`) reads the distinct values
+of a column as ``distinct_count`` does, then asks the label index about each; projects without it
+get the same code as before.
 
 Memory is bounded by the watermark (see the semantics): adding to a history drops, in batches,
 what is older than ``watermark - retention``; entities idle for longer are swept out through
@@ -27,7 +29,7 @@ per-group time buckets (one list append per entity and bucket, amortised O(1)).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from heapq import heapify, heappop, heappush
@@ -36,6 +38,7 @@ from typing import Any
 from decisionloop.domain.events import Event
 from decisionloop.features.codegen import generate
 from decisionloop.features.derived import DerivedFeature, Evaluation, evaluate, evaluations
+from decisionloop.features.links import Counter, LabelLookup, NoLabels, neighbour_counter
 from decisionloop.features.semantics import (
     DEFAULT_ALLOWED_LATENESS,
     US,
@@ -62,7 +65,7 @@ __all__ = [
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 COUNT, SUM, AVG, MIN, MAX, DISTINCT, STDDEV, FIRST_SEEN, SINCE_LAST = range(9)
-LABELLED_COUNT, LABELLED_SHARE = 9, 10
+LABELLED_COUNT, LABELLED_SHARE, NEIGHBOURS = 9, 10, 11
 CODES = {
     "count": COUNT,
     "sum": SUM,
@@ -75,6 +78,7 @@ CODES = {
     "time_since_last": SINCE_LAST,
     "labelled_count": LABELLED_COUNT,
     "labelled_share": LABELLED_SHARE,
+    "labelled_neighbours": NEIGHBOURS,
 }
 # A window holding more values than this gets an incremental cursor for min/max/distinct_count;
 # below it, aggregating the slice in C is faster and needs no memory.
@@ -281,6 +285,7 @@ class Output:
     column: int = -1  # values column (min, max, distinct_count)
     integer: bool = False  # sum/avg of an integer field: integer arithmetic
     labelled: int = -1  # prefix counting the labelled events (labelled_count, labelled_share)
+    counter: int = -1  # index into Group.counters (labelled_neighbours)
 
 
 @dataclass
@@ -310,6 +315,9 @@ class Group:
     labelled: bool = False
     ids: dict[str, tuple[str, int]] = field(default_factory=dict)
     pending: dict[str, tuple[set[str], int]] = field(default_factory=dict)
+    # labelled_neighbours: per (neighbour entity, label) a counter reading the ops store's labels.
+    counters: list[Counter] = field(default_factory=list)
+    counted: list[tuple[str, str]] = field(default_factory=list)
 
     # -- planning -------------------------------------------------------------------------------
     def _index(self, items: list[Any], item: Any) -> int:
@@ -318,7 +326,11 @@ class Group:
         return items.index(item)
 
     def attach(
-        self, definition: Definition, applies: Callable[[Event], bool], lateness: int
+        self,
+        definition: Definition,
+        applies: Callable[[Event], bool],
+        lateness: int,
+        lookup: LabelLookup | None = None,
     ) -> None:
         spec = definition.spec
         code = CODES[spec.aggregation]
@@ -356,7 +368,17 @@ class Group:
                 if column == len(self.heaps):
                     self.heaps.append(False)
                 self.heaps[column] |= code in (MIN, MAX)
-                self.outputs.append(Output(name, code, w, include, fed, column=column))
+                counter = -1
+                if code == NEIGHBOURS:  # the distinct values, then their labels at t_e
+                    assert spec.neighbour is not None  # FeatureSpec requires both
+                    assert spec.label is not None
+                    counter = self._index(self.counted, (spec.neighbour, spec.label))
+                    if counter == len(self.counters):
+                        found = lookup if lookup is not None else NoLabels()
+                        self.counters.append(neighbour_counter(found, *self.counted[counter]))
+                self.outputs.append(
+                    Output(name, code, w, include, fed, column=column, counter=counter)
+                )
 
     # -- values ---------------------------------------------------------------------------------
     def values_read(
@@ -394,6 +416,26 @@ class Group:
         if code == DISTINCT:
             return len(cursor.counts)
         return cursor.minimum() if code == MIN else cursor.maximum()
+
+    def neighbours(
+        self, history: History, column: int, window: int, start: int, stop: int, excluding: bool
+    ) -> Collection[Any]:
+        """The distinct non-NULL values of ``columns[column][start:stop]`` (labelled_neighbours),
+        for windows too large for a slice: the cursor's counts, shared with distinct_count."""
+        cursors = history.cursors
+        key = (column, window, excluding)
+        values = history.columns[column]
+        if stop - start <= CURSOR_MIN and (cursors is None or key not in cursors):
+            distinct = set(values[start:stop])
+            distinct.discard(None)
+            return distinct
+        if cursors is None:
+            cursors = history.cursors = {}
+        cursor = cursors.get(key)
+        if cursor is None:
+            cursor = cursors[key] = Cursor(heaps=self.heaps[column])
+        cursor.move(values, start, stop)
+        return cursor.counts.keys()
 
     # -- memory ---------------------------------------------------------------------------------
     def note_idle(self, bucket: int, entity_id: str) -> None:
@@ -599,13 +641,16 @@ def compile_features(
     *,
     event_types: Mapping[str, HasFields] | None = None,
     allowed_lateness: str | int = DEFAULT_ALLOWED_LATENESS,
+    lookups: LabelLookup | None = None,
 ) -> OnlineFeatures:
     """Compile definitions into online state.
 
     ``filters`` maps a definition's name to its compiled filter. ``event_types`` (the compiled
     ``EventType`` objects, whose fields include entity keys) gives the declared type of each
     aggregated field: integer sums stay integers and type errors are reported here; without it,
-    every numeric value is aggregated as a ``number``.
+    every numeric value is aggregated as a ``number``. ``lookups`` (the engine's
+    ``LookupIndex``) is where ``labelled_neighbours`` reads the risk labels; without it, none
+    exists.
     """
     definitions = resolve(specs, entity_keys, event_types)
     lateness = lateness_us(allowed_lateness)
@@ -619,7 +664,7 @@ def compile_features(
         if group is None:
             group = groups[place] = Group(definition.key_field, types, labelled=labelled)
         applies = filters.get(definition.spec.name, _always) if definition.spec.filter else _always
-        group.attach(definition, applies, lateness)
+        group.attach(definition, applies, lateness, lookups)
         compiled.append(
             OnlineFeature(
                 spec=definition.spec,

@@ -48,6 +48,33 @@ before the event it names counts from that event's arrival on; online, such a la
 event for one retention period (then it is forgotten: best effort, like a late event), and a
 restart replays labels stamped within the look-back only.
 
+**Labelled neighbours (link features).** Risk labels on entities (``mule`` on account ``A1``) live
+in the ops store, not in the events: each has the wall-clock time it was added (``created_at``) and
+ends at the earlier of its removal and its expiry, a history that is never rewritten (removals and
+expiries are recorded, not deleted). A label is *in force at* an instant ``t`` when ``created_at
+<= t`` and ``t`` is before its end — the interval ``[created, end)`` that ``has_label`` uses.
+``labelled_neighbours`` (``field``: an entity key of the events, ``neighbour``: the entity it is
+the key of, ``label``) is the number of distinct non-NULL values of ``field`` among the events
+aggregated (exactly the ones ``distinct_count`` of that field counts) for which some label
+``label`` of entity type ``neighbour`` and that id is in force at ``t_e``, the *event time* of the
+reading event; 0 when there are none.
+
+Why the event time and not the decision time (``decided_at``, the clock ``has_label`` reads in
+rules): a feature value must be a function of stored data so that the offline engine reproduces
+it for every event — events ingested without a decision (imports, ``/ingest``) and restarts
+included — and the feature engine runs before the decision is timed. ``t_e`` is that function: the
+online engine asks the in-memory index as of ``t_e``, the offline engine joins the history with
+the same interval, and since the history keeps every removal and expiry, both see what was in
+force at ``t_e`` however much later they are asked: a label added, removed or expiring after
+``t_e`` never changes the value. A backtest therefore reads the very values the engine saw. For
+imported events a backtest's ``decided_at`` *is* ``t_e`` (the rules' ``has_label`` and this
+feature agree exactly); for live ones ``decided_at`` is ``t_e`` plus the ingestion latency, and a
+label added within that latency is seen by ``has_label``, not by the feature — conservative, never
+a leak. One gap is inherent: an event dated ahead of the bank's clock (accepted up to
+``max_future_skew``) is decided before ``t_e``; a label changed between the decision and ``t_e``
+is seen by the offline value only. The labels' ``created_at`` and ``t_e`` are compared as exact
+microseconds (``created_at == t_e`` is in force, an end at ``t_e`` is not).
+
 **Exact numbers.** Summation order differs between an incremental engine and a SQL engine, and
 floating-point addition is not associative, so float sums would differ in the last bits. Both
 engines therefore add integers. A value of a ``number`` field is first *quantised* to
@@ -107,6 +134,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from decisionloop.errors import DefinitionError, Problem
+from decisionloop.features.links import link_problems
 from decisionloop.project.definitions import FIELDLESS, FeatureSpec, FieldSpec, window_seconds
 
 # Micro-units: the fixed point of number sums and means (see "Exact numbers" above).
@@ -235,6 +263,7 @@ def resolve(
         kind, found = field_kind(spec, event_types)
         if spec.entity not in entity_keys:
             found.append(f"unknown entity {spec.entity!r}")
+        found += [reason for _, reason in link_problems(spec, entity_keys)]
         problems.extend(Problem(f"feature {spec.name}", reason) for reason in found)
         if found:
             continue

@@ -11,6 +11,16 @@ A features file may hold, beside ``features:``, a list of ``templates:``::
         event_types: [transaction]
         filter: direction = 'debit'        # optional, as include_current and description
 
+``label`` (and ``neighbour``) go to the aggregations that read them (``labelled_count``,
+``labelled_share``, ``labelled_neighbours``) and may name the features (``{label}``)::
+
+      - name: "{label}_{aggregation}"      # device.mule_labelled_neighbours_7d
+        entities: [device, ip]
+        aggregations: [labelled_neighbours]
+        field: account_id
+        neighbour: account
+        label: mule
+
 Each (entity, aggregation) pair becomes one :class:`FeatureSpec` named by the pattern, so the
 feature names are the usual ``<entity>.<name>_<window>``: ``customer.amount_sum_24h``. The loader
 expands templates while it reads the files; everything downstream sees plain definitions. Mistakes
@@ -29,6 +39,8 @@ from pydantic import Field, ValidationError
 from decisionloop.errors import Problem
 from decisionloop.project.definitions import (
     FIELDLESS,
+    LABEL_READERS,
+    NEIGHBOURS,
     EntitySpec,
     EventTypeSpec,
     FeatureSpec,
@@ -38,7 +50,7 @@ from decisionloop.project.definitions import (
 from decisionloop.project.located import LocatedDocument, PathKey
 
 AGGREGATIONS: tuple[str, ...] = get_args(FeatureSpec.model_fields["aggregation"].annotation)
-PLACEHOLDERS = ("entity", "field", "aggregation")
+PLACEHOLDERS = ("entity", "field", "aggregation", "label")
 
 
 class FeatureTemplate(Strict):
@@ -46,6 +58,8 @@ class FeatureTemplate(Strict):
     entities: list[str] = Field(min_length=1)
     aggregations: list[str] = Field(min_length=1)
     field: str | None = None
+    label: str | None = Field(default=None, description="For the label-aware aggregations")
+    neighbour: str | None = Field(default=None, description="For labelled_neighbours")
     windows: Windows
     event_types: list[str] = Field(min_length=1)
     filter: str | None = Field(default=None, description="SQL predicate over the event")
@@ -93,6 +107,17 @@ def expand_template(
             complain(("aggregations", k), _unknown("aggregation", aggregation, AGGREGATIONS))
         elif aggregation not in FIELDLESS and template.field is None:
             complain(("aggregations", k), f"{aggregation} needs a `field`")
+        elif aggregation in LABEL_READERS and not template.label:
+            complain(("aggregations", k), f"{aggregation} needs a `label` (e.g. label: fraud)")
+        elif aggregation == NEIGHBOURS and not template.neighbour:
+            complain(("aggregations", k), f"{aggregation} needs a `neighbour` entity")
+    read_by = [a for a in template.aggregations if a in LABEL_READERS]
+    if template.label is not None and not read_by:
+        complain(("label",), f"no aggregation reads `label` (they are: {', '.join(LABEL_READERS)})")
+    if template.neighbour is not None and NEIGHBOURS not in template.aggregations:
+        complain(("neighbour",), f"no aggregation reads `neighbour` (only {NEIGHBOURS} does)")
+    elif template.neighbour is not None and template.neighbour not in entities:
+        complain(("neighbour",), _unknown("neighbour entity", template.neighbour, entities))
     if problems:
         return [], problems
     specs = []
@@ -100,7 +125,10 @@ def expand_template(
         for aggregation in template.aggregations:
             try:
                 name = template.name.format(
-                    entity=entity, field=template.field or "", aggregation=aggregation
+                    entity=entity,
+                    field=template.field or "",
+                    aggregation=aggregation,
+                    label=template.label or "",
                 )
             except (KeyError, IndexError, ValueError) as exc:
                 names = ", ".join("{" + p + "}" for p in PLACEHOLDERS)
@@ -113,6 +141,8 @@ def expand_template(
                         entity=entity,
                         aggregation=aggregation,  # checked against AGGREGATIONS above
                         field=template.field,
+                        label=template.label if aggregation in LABEL_READERS else None,
+                        neighbour=template.neighbour if aggregation == NEIGHBOURS else None,
                         windows=template.windows,
                         event_types=template.event_types,
                         filter=template.filter,
