@@ -13,7 +13,8 @@ Library errors are translated at the boundary with ``raise ... from exc``.
     │   ├── EventValidationError           DL310  an event fails its declared type (field paths)
     │   ├── PayloadTooLargeError           DL320  a body over the configured limit
     │   ├── MappingError                   DL330  an import column mapping is wrong
-    │   └── DuplicateEventError            DL340  an event_id already ingested, with no decision
+    │   ├── DuplicateEventError            DL340  an event_id already ingested, with no decision
+    │   └── CaseTransitionError            DL350  a case change its current status refuses
     ├── NotFoundError                      DL400  a decision, event or entity that does not exist
     └── StorageError                       DL500  the source layer could not make an event durable
 """
@@ -119,6 +120,13 @@ class DuplicateEventError(InputError):
     http_status = 409
 
 
+class CaseTransitionError(InputError):
+    """A valid request that the case's current status does not allow (closing an open case)."""
+
+    code = "DL350"
+    http_status = 409
+
+
 class NotFoundError(DecisionLoopError):
     code = "DL400"
     http_status = 404
@@ -140,6 +148,7 @@ ALL_ERRORS: tuple[type[DecisionLoopError], ...] = (
     PayloadTooLargeError,
     MappingError,
     DuplicateEventError,
+    CaseTransitionError,
     NotFoundError,
     StorageError,
 )

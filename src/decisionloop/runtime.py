@@ -10,6 +10,10 @@ import gc
 from collections.abc import Callable
 from datetime import timedelta
 
+from decisionloop.cases.alerts import AlertHook
+from decisionloop.cases.config import load_cases_config
+from decisionloop.cases.service import CaseService
+from decisionloop.cases.store import SqlCaseStore
 from decisionloop.engine.engine import DecisionEngine, compile_project
 from decisionloop.engine.service import DecisionService
 from decisionloop.ops.index import LookupIndex
@@ -36,6 +40,21 @@ def open_ops_store(settings: Settings) -> OpsStore:
     return SqlOpsStore(settings.ops_store_url)
 
 
+def open_cases(
+    settings: Settings, engine: DecisionEngine, ops: OpsStore | None = None
+) -> CaseService:
+    """Alerts and cases: in the operational store's database (on its engine when given),
+    configured by the project's ``cases.yaml``."""
+    config = load_cases_config(settings.project_dir, engine.catalog.types)
+    if isinstance(ops, SqlOpsStore):
+        return CaseService(SqlCaseStore(ops.engine), config)
+    if settings.ops_store_url is None:
+        path = settings.data_dir / "ops.sqlite"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return CaseService(SqlCaseStore(f"sqlite:///{path}"), config)
+    return CaseService(SqlCaseStore(settings.ops_store_url), config)
+
+
 def open_service(
     settings: Settings, progress: Callable[[int], None] | None = None
 ) -> DecisionService:
@@ -51,6 +70,9 @@ def open_service(
         service.ops = open_ops_store(settings)
         engine.lookups.apply_labels(service.ops.labels())
         engine.lookups.apply_items(service.ops.items())
+        service.alerts = AlertHook(
+            open_cases(settings, engine, service.ops), service.metrics.registry
+        )
         service.start(progress)
     except BaseException:
         service.close()

@@ -165,14 +165,18 @@ def create_app(service: DecisionService, settings: Settings) -> FastAPI:
         service.metrics.group_commits.set(getattr(service.source, "commits", 0))
         service.metrics.entities.set(service.engine.features.entities())
         service.metrics.late_events.set_total(service.engine.features.late_events)
+        for model, degraded in service.engine.model_degraded.items():
+            service.metrics.model_degraded.set_total(degraded, model)
         return Response(service.metrics.render(), media_type="text/plain; version=0.0.4")
 
     from decisionloop.api.admin import admin_router
+    from decisionloop.api.cases import cases_router
     from decisionloop.api.entities import entities_router
     from decisionloop.ui.live import mount_live_page
 
     app.include_router(admin_router(service, settings))
     app.include_router(entities_router(service))
+    app.include_router(cases_router(service))
     mount_live_page(app, service)
     return app
 

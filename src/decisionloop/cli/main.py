@@ -13,9 +13,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from decisionloop.cli.backtest import backtest
+from decisionloop.cli.cases import app as cases_app
+from decisionloop.cli.cases import monitor
 from decisionloop.cli.labels import app as labels_app
 from decisionloop.cli.lists import app as lists_app
 from decisionloop.cli.live import replay_with_summary
+from decisionloop.cli.models import app as models_app
+from decisionloop.cli.models import train
 from decisionloop.cli.rules import app as rules_app
 from decisionloop.errors import DecisionLoopError
 from decisionloop.settings import Settings, load_settings
@@ -24,6 +28,8 @@ app = typer.Typer(help="decisionloop: the closed decision loop for banks.", no_a
 app.add_typer(rules_app, name="rules")
 app.add_typer(labels_app, name="labels")
 app.add_typer(lists_app, name="lists")
+app.add_typer(models_app, name="models")
+app.add_typer(cases_app, name="cases")
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
@@ -203,6 +209,8 @@ def demo(
 
 
 app.command()(backtest)
+app.command()(train)
+app.command()(monitor)
 
 
 def main() -> None:  # pragma: no cover - console entry point

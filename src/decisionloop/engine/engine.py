@@ -2,12 +2,15 @@
 
 :func:`build_engine` compiles a loaded project once; :meth:`DecisionEngine.decide` is the hot path
 and does no parsing, no I/O and no allocation beyond the decision it returns. Models plug in as
-one more stage between rules and the combination (issue: models in the loop).
+one more stage between rules and the combination (:mod:`decisionloop.ml.serving`): active models'
+thresholds take part in the outcome, shadow models are only recorded, and a model that cannot
+score leaves the decision rules-only, with a degraded ``model`` reason.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,7 +21,10 @@ from decisionloop.domain.decisions import Decision, Reason, new_decision_id
 from decisionloop.domain.events import Event, EventCatalog, EventType
 from decisionloop.errors import DefinitionError, ExpressionError, Problem
 from decisionloop.features.derived import names_by_type, project_derived
+from decisionloop.features.links import link_problems
 from decisionloop.features.online import OnlineFeatures, compile_features
+from decisionloop.ml.registry import ModelRegistry
+from decisionloop.ml.serving import StrategyModels, load_strategy_models
 from decisionloop.ops.index import LookupIndex
 from decisionloop.ops.lookups import AS_OF, LookupScope
 from decisionloop.project.definitions import RuleSpec, StrategySpec
@@ -47,6 +53,7 @@ class CompiledStrategy:
     severity: dict[str, int]
     thresholds: list[tuple[float, str]]  # highest score first
     online: OnlineRules | None = None  # built from `rules` when not given
+    models: StrategyModels | None = None  # active and shadow models, scored after the rules
 
     def __post_init__(self) -> None:
         if self.online is None:
@@ -101,6 +108,8 @@ class DecisionEngine:
         self.fingerprint = fingerprint
         # Labels and lists the compiled rules read (has_label, in_list); kept current by the API.
         self.lookups = lookups if lookups is not None else LookupIndex()
+        # Decisions taken without a model that should have scored them, by model (name@vN).
+        self.model_degraded: Counter[str] = Counter()
 
     def observe(self, event: Event) -> None:
         """Feed online state without deciding (ingest-only events, state rebuild on start)."""
@@ -116,6 +125,13 @@ class DecisionEngine:
         row[AS_OF] = decided_at
         fired = strategy.evaluate(row)
         after_rules = time.perf_counter()
+        model_reasons: list[Reason] = []
+        model_severity = -1
+        if strategy.models is not None:
+            model_severity, degraded = strategy.models.score(row, model_reasons)
+            for label in degraded:
+                self.model_degraded[label] += 1
+        after_models = time.perf_counter()
         reasons = [
             Reason(
                 kind="rule",
@@ -128,7 +144,10 @@ class DecisionEngine:
             )
             for r in fired
         ]
+        reasons.extend(model_reasons)
         outcome, score, by_threshold = strategy.combine(fired)
+        if model_severity > strategy.severity[outcome]:  # the most severe outcome wins
+            outcome = strategy.spec.outcomes[model_severity]
         if by_threshold is not None:
             reasons.append(
                 Reason(
@@ -155,7 +174,8 @@ class DecisionEngine:
                 "validate": validate_us,
                 "features": (after_features - started) * 1e6,
                 "rules": (after_rules - after_features) * 1e6,
-                "combine": (finished - after_rules) * 1e6,
+                **({"model": (after_models - after_rules) * 1e6} if strategy.models else {}),
+                "combine": (finished - after_models) * 1e6,
             },
         )
 
@@ -218,17 +238,19 @@ def build_engine(project: Project, lookups: LookupIndex | None = None) -> Decisi
             continue
         filters[feature.name] = _event_predicate(predicate)
     features = compile_features(
-        usable,
+        [f for f in usable if not link_problems(f, entity_keys)],  # the loader locates those
         entity_keys,
         filters,
         event_types=types,  # integer fields sum as integers, exactly as offline
         allowed_lateness=project.spec.allowed_lateness,
+        lookups=lookup_index,  # labelled_neighbours reads the risk labels as of event time
     )
     read = names_by_type(((f.key_field, f.names) for f in features.features), types)
     derived, found = project_derived(project, types, read)
     problems.extend(found)
     features.add_derived(derived)
     strategies: dict[str, CompiledStrategy] = {}
+    registry = ModelRegistry(project.root)
     for event_type_name, spec in project.strategies.items():
         event_type = types.get(event_type_name)
         if event_type is None:
@@ -265,12 +287,14 @@ def build_engine(project: Project, lookups: LookupIndex | None = None) -> Decisi
                     shadow = rule.status == "shadow"
                     predicate = compiler.closure(checked)
                     rules.append(CompiledRule(rule, predicate, checked.reads, shadow, checked))
+        severity = {outcome: i for i, outcome in enumerate(spec.outcomes)}
         strategies[event_type_name] = CompiledStrategy(
             spec=spec,
             version=f"{event_type_name}@v{spec.version}+{project.fingerprint}",
             rules=rules,
-            severity={outcome: i for i, outcome in enumerate(spec.outcomes)},
+            severity=severity,
             thresholds=sorted(((t.score, t.outcome) for t in spec.thresholds), reverse=True),
+            models=load_strategy_models(registry, spec.models, set(scope), severity),
         )
     if problems:
         raise DefinitionError(f"{len(problems)} problem(s) in {project.root}", problems)

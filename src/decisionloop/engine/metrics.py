@@ -144,6 +144,12 @@ class ServiceMetrics:
             "Events older than the features' allowed lateness: stored and decided, but their "
             "features may differ from the offline ones (see docs/concepts.md)",
         )
+        self.model_degraded = LoopCounter(
+            "decisionloop_model_degraded_decisions",
+            "Decisions taken rules-only because a model could not score (missing artifact, "
+            "error); copied from DecisionEngine.model_degraded at scrape time",
+            ("model",),
+        )
         self.rebuild_skipped = LoopCounter(
             "decisionloop_rebuild_skipped_events",
             "Stored events that no longer validate and were skipped when rebuilding state",
@@ -161,6 +167,7 @@ class ServiceMetrics:
                     self.late_events,
                     self.latency,
                     self.rebuild_skipped,
+                    self.model_degraded,
                 ]
             )
         )

@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 import orjson
 
+from decisionloop.cases.alerts import AlertHook
+from decisionloop.cases.store import NewAlert
 from decisionloop.domain.decisions import Decision
 from decisionloop.domain.events import Event
 from decisionloop.engine.engine import DecisionEngine
@@ -57,6 +59,7 @@ class Prepared:
     stored: bool = False  # a repeat of an event already stored
     decide: bool = True
     labels: list[tuple[str, str, NewLabel]] | None = None  # rule-attached: entity type, id, label
+    alert: NewAlert | None = None  # a case alert, stored once the decision is durable
 
 
 class DecisionService:
@@ -76,6 +79,7 @@ class DecisionService:
         self._known: set[str] = set()
         self._inflight: dict[str, asyncio.Future[Answer]] = {}
         self.ops: OpsStore | None = None  # labels and lists; opened by the runtime
+        self.alerts: AlertHook | None = None  # case alerts (docs/cases.md); set by the runtime
         self._reloading = asyncio.Lock()  # one reload at a time: the last compiled wins
         self._labelling: dict[str, dict[str, RuleSpec]] = {}  # strategy version -> its rules
 
@@ -163,7 +167,8 @@ class DecisionService:
         )
         self._observe_decision(decision, answer)
         labels = self._labels_to_attach(event, decision) if decision.reasons else None
-        return Prepared(event, answer=answer, record=record, labels=labels)
+        alert = self.alerts.alert_for(event, decision, self.engine) if self.alerts else None
+        return Prepared(event, answer=answer, record=record, labels=labels, alert=alert)
 
     def _labels_to_attach(
         self, event: Event, decision: Decision
@@ -265,6 +270,8 @@ class DecisionService:
                 future.set_result(p.answer)
         if any(p.labels for p in prepared):
             await self._attach_labels(prepared)
+        if self.alerts is not None:  # after durability, like labels; never fails the request
+            await self.alerts.store([p.alert for p in prepared if p.alert is not None])
         return [await self._answer(p) for p in prepared]
 
     async def _answer(self, p: Prepared) -> Answer:

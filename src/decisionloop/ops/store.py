@@ -24,7 +24,7 @@ from sqlalchemy.pool import StaticPool
 
 from decisionloop.errors import InputError, NotFoundError, Problem, StorageError
 
-LABEL_SOURCES = ("rule", "model", "analyst", "api")
+LABEL_SOURCES = ("rule", "model", "analyst", "api", "case")  # case: a disposition
 
 metadata = sa.MetaData()
 labels_table = sa.Table(

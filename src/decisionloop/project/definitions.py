@@ -24,6 +24,10 @@ WINDOW_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 FIELDLESS = ("count", "first_seen_age", "time_since_last", "labelled_count", "labelled_share")
 # Label-aware aggregations: events of the window labelled ``label`` by a later ``label`` event.
 LABELLED = ("labelled_count", "labelled_share")
+# Link aggregation: distinct neighbour entities of the window carrying a risk label (ops store) in
+# force at the event's time (features/links.py).
+NEIGHBOURS = "labelled_neighbours"
+LABEL_READERS = (*LABELLED, NEIGHBOURS)
 
 
 def window_seconds(window: str) -> int:
@@ -102,10 +106,15 @@ class FeatureSpec(Strict):
         "time_since_last",
         "labelled_count",
         "labelled_share",
+        "labelled_neighbours",
     ]
     field: str | None = None
     label: str | None = Field(
-        default=None, description="The label that labelled_count/labelled_share look for"
+        default=None,
+        description="The label that labelled_count/labelled_share/labelled_neighbours look for",
+    )
+    neighbour: str | None = Field(
+        default=None, description="labelled_neighbours: the entity whose key `field` holds"
     )
     windows: Windows
     event_types: list[str] = Field(min_length=1)
@@ -115,10 +124,16 @@ class FeatureSpec(Strict):
 
     @model_validator(mode="after")
     def _label(self) -> FeatureSpec:
-        if self.aggregation in LABELLED and not self.label:
+        if self.aggregation in LABEL_READERS and not self.label:
             raise ValueError(f"{self.aggregation} needs a `label` (e.g. label: fraud)")
-        if self.label is not None and self.aggregation not in LABELLED:
-            raise ValueError("`label` is only read by labelled_count and labelled_share")
+        if self.label is not None and self.aggregation not in LABEL_READERS:
+            raise ValueError(
+                "`label` is only read by labelled_count, labelled_share and labelled_neighbours"
+            )
+        if self.aggregation == NEIGHBOURS and not self.neighbour:
+            raise ValueError("labelled_neighbours needs a `neighbour` entity (e.g. account)")
+        if self.neighbour is not None and self.aggregation != NEIGHBOURS:
+            raise ValueError("`neighbour` is only read by labelled_neighbours")
         return self
 
 
@@ -146,6 +161,15 @@ class RuleSpec(Strict):
     status: RuleStatus = "active"
     version: int = Field(default=1, ge=1)
     labels: list[RiskLabelSpec] = Field(default_factory=list)
+    # Cases (docs/cases.md): a firing rule opens an alert when it asks, whatever the outcome.
+    alert: bool = False
+    queue: str | None = Field(
+        default=None, pattern=NAME, description="The case queue of its alerts (implies alert)"
+    )
+
+    @property
+    def opens_alert(self) -> bool:
+        return self.alert or self.queue is not None
 
 
 class RuleSetSpec(Strict):
@@ -157,6 +181,32 @@ class RuleSetSpec(Strict):
 class ThresholdSpec(Strict):
     score: float
     outcome: str
+
+
+ModelStatus = Literal["active", "shadow", "retired"]
+
+
+class ModelThresholdSpec(Strict):
+    """A model probability at or above ``score`` asks for ``outcome`` (most severe wins)."""
+
+    score: float = Field(ge=0.0, le=1.0)
+    outcome: str
+
+
+class ModelRefSpec(Strict):
+    """A registered model version attached to a strategy (see docs/models.md)."""
+
+    name: str = Field(pattern=NAME)
+    version: int = Field(ge=1)
+    status: ModelStatus = Field(
+        default="shadow",
+        description="active: its thresholds decide; shadow: scored and recorded, no effect; "
+        "retired: not loaded",
+    )
+    thresholds: list[ModelThresholdSpec] = Field(default_factory=list)
+    contributions: int = Field(
+        default=3, ge=0, le=50, description="Top feature contributions kept in the reason"
+    )
 
 
 class StrategySpec(Strict):
@@ -172,6 +222,7 @@ class StrategySpec(Strict):
     )
     rule_sets: list[str] = Field(default_factory=list)
     thresholds: list[ThresholdSpec] = Field(default_factory=list)
+    models: list[ModelRefSpec] = Field(default_factory=list)
 
 
 class ProjectSpec(Strict):

@@ -8,7 +8,8 @@ Layout (a folder kept in git, like a dbt or Feast repository)::
     features/*.yaml         features: [{name, entity, aggregation, field, windows, ...}],
                             templates: [...] (expanded here), derived: [{name, expression, ...}]
     rules/*.yaml            one rule set per file: {name, rules: [...]}
-    strategies/*.yaml       one strategy per file: {event_type, rule_sets, thresholds, ...}
+    strategies/*.yaml       one strategy per file: {event_type, rule_sets, thresholds, models, ...}
+    models/<name>/v<N>/     trained model versions (``decisionloop train``; see ml/registry.py)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from decisionloop.errors import DefinitionError, ExpressionError, Problem
 from decisionloop.features.derived import DerivedSpec
+from decisionloop.features.links import link_problems
 from decisionloop.features.templates import (
     FeatureTemplate,
     Origin,
@@ -31,6 +33,7 @@ from decisionloop.features.templates import (
 )
 from decisionloop.project.definitions import (
     FIELDLESS,
+    LABELLED,
     EntitySpec,
     EventTypeSpec,
     FeatureSpec,
@@ -251,8 +254,11 @@ def check_references(project: Project) -> list[Problem]:
                 )
         if feature.aggregation not in FIELDLESS and not feature.field:
             complain(key, ("aggregation",), f"{feature.aggregation} needs a `field`")
+        entity_keys = {name: entity.key for name, entity in project.entities.items()}
+        for where, reason in link_problems(feature, entity_keys):  # labelled_neighbours
+            complain(key, (where,), reason)
         labels = project.event_types.get("label")  # what labelled_count/_share read
-        if feature.label is not None and (
+        if feature.aggregation in LABELLED and (
             labels is None
             or "label" not in labels.fields
             or not {"refers_to_event_id", "entity_id"} & set(labels.fields)
@@ -286,6 +292,18 @@ def check_references(project: Project) -> list[Problem]:
                     ("thresholds", i, "outcome"),
                     f"outcome {threshold.outcome!r} is not declared in `outcomes`",
                 )
+        attached: set[tuple[str, int]] = set()
+        for i, model in enumerate(strategy.models):
+            if (model.name, model.version) in attached:
+                complain(key, ("models", i), f"model {model.name} v{model.version} listed twice")
+            attached.add((model.name, model.version))
+            for j, asks in enumerate(model.thresholds):
+                if asks.outcome not in strategy.outcomes:
+                    complain(
+                        key,
+                        ("models", i, "thresholds", j, "outcome"),
+                        f"outcome {asks.outcome!r} is not declared in `outcomes`",
+                    )
     seen_rules: dict[str, str] = {}
     for one_set in project.rule_sets.values():
         for j, rule in enumerate(one_set.rules):

@@ -1,0 +1,124 @@
+"""HTTP routes for cases: list and filter, one case with its story, assign, comment, move, dispose.
+
+Thin over :mod:`decisionloop.cases`: bodies and query values are checked here and in the case
+service (every problem with its field path, in the API's one error shape); store calls run in a
+worker thread and are committed before the answer. 404: no such case; 409: a change the case's
+status refuses (``DL350``); 422: bad input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from decisionloop.api.app import JSONResponse
+from decisionloop.api.entities import _Body, _body, _bounded
+from decisionloop.cases.disposition import dispose
+from decisionloop.cases.service import CaseService
+from decisionloop.cases.store import CaseFilter
+from decisionloop.engine.service import DecisionService
+from decisionloop.errors import InputError, Problem, StorageError
+
+
+class AssignBody(_Body):
+    assignee: str | None
+    author: str
+
+
+class CommentBody(_Body):
+    author: str
+    text: str
+
+
+class StatusBody(_Body):
+    status: str
+    author: str
+    reason: str = ""
+
+
+class DispositionBody(_Body):
+    disposition: str
+    author: str
+    reason: str
+
+
+def case_id_of(text: str) -> int:
+    if text.isdigit() and 0 < int(text) < 2**63:
+        return int(text)
+    raise InputError("invalid case id", [Problem("path.case_id", f"not a case number: {text!r}")])
+
+
+def cases_router(service: DecisionService) -> APIRouter:
+    router = APIRouter(tags=["cases"])
+
+    def cases() -> CaseService:
+        if service.alerts is None:
+            raise StorageError("no case store", [Problem("case_store", "not opened")])
+        return service.alerts.cases
+
+    def now() -> datetime:
+        return datetime.now(UTC)
+
+    @router.get("/v1/cases")
+    async def list_cases(
+        status: str | None = None,
+        queue: str | None = None,
+        assignee: str | None = None,
+        entity_type: str | None = None,
+        entity_id: str | None = None,
+        limit: str = "100",
+    ) -> Response:
+        """Cases, most pressing first (by SLA due time); filter by status, queue, assignee and
+        entity (``entity_type``, ``entity_id``); ``limit`` 1-1000."""
+        where = CaseFilter(
+            status, queue, assignee, entity_type, entity_id, _bounded(limit, "query.limit", 1, 1000)
+        )
+        found = await asyncio.to_thread(cases().list, where)
+        moment = now()
+        return JSONResponse({"cases": [c.as_dict(moment) for c in found]})
+
+    @router.get("/v1/cases/{case_id}")
+    async def get_case(case_id: str) -> Response:
+        """One case with its alerts, comments and audit trail (oldest first)."""
+        view = await asyncio.to_thread(cases().view, case_id_of(case_id))
+        return JSONResponse(view.as_dict(now()))
+
+    @router.post("/v1/cases/{case_id}/assign")
+    async def assign(case_id: str, request: Request) -> Response:
+        """Assign (``{"assignee", "author"}``; ``assignee: null`` hands it back to the queue)."""
+        number = case_id_of(case_id)
+        body = await _body(request, AssignBody)
+        case = await asyncio.to_thread(cases().assign, number, body.assignee, body.author)
+        return JSONResponse(case.as_dict(now()))
+
+    @router.post("/v1/cases/{case_id}/comments", status_code=201)
+    async def comment(case_id: str, request: Request) -> Response:
+        """Add a comment (``{"author", "text"}``)."""
+        number = case_id_of(case_id)
+        body = await _body(request, CommentBody)
+        added = await asyncio.to_thread(cases().comment, number, body.author, body.text)
+        return JSONResponse(added.as_dict(), status_code=201)
+
+    @router.post("/v1/cases/{case_id}/status")
+    async def change_status(case_id: str, request: Request) -> Response:
+        """Move between ``open`` and ``investigating`` (``{"status", "author", "reason"}``)."""
+        number = case_id_of(case_id)
+        body = await _body(request, StatusBody)
+        case = await asyncio.to_thread(
+            cases().set_status, number, body.status, body.author, body.reason
+        )
+        return JSONResponse(case.as_dict(now()))
+
+    @router.post("/v1/cases/{case_id}/disposition")
+    async def dispose_case(case_id: str, request: Request) -> Response:
+        """Close an investigated case with ``{"disposition": "fraud|not_fraud|inconclusive",
+        "author", "reason"}``; writes the event and entity labels (docs/cases.md)."""
+        number = case_id_of(case_id)
+        body = await _body(request, DispositionBody)
+        done = await dispose(service, cases(), number, body.disposition, body.author, body.reason)
+        return JSONResponse(done.as_dict(now()))
+
+    return router
