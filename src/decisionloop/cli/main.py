@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from decisionloop.cli.backtest import backtest
 from decisionloop.cli.cases import app as cases_app
 from decisionloop.cli.cases import monitor
+from decisionloop.cli.evaluate import evaluate
 from decisionloop.cli.labels import app as labels_app
 from decisionloop.cli.lists import app as lists_app
 from decisionloop.cli.live import replay_with_summary
@@ -209,6 +210,7 @@ def demo(
 
 
 app.command()(backtest)
+app.command()(evaluate)
 app.command()(train)
 app.command()(monitor)
 

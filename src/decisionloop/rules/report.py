@@ -82,7 +82,14 @@ from decisionloop.rules.sql import DUCKDB_TYPES
 from decisionloop.rules.typecheck import SqlType, field_type
 from decisionloop.storage.duckdb_source import DuckDBSourceLog
 
-__all__ = ["REPORT_SCHEMA", "RuleUnderTest", "backtest", "load_candidate_rules", "open_source"]
+__all__ = [
+    "REPORT_SCHEMA",
+    "RuleUnderTest",
+    "backtest",
+    "load_candidate_rules",
+    "open_source",
+    "strategy_scores",
+]
 
 Status = Literal["active", "shadow", "draft", "candidate"]
 LABEL_TYPE = "label"
@@ -549,3 +556,48 @@ def backtest(
             ],
         )
     return pl.DataFrame(rows, schema=REPORT_SCHEMA)
+
+
+def strategy_scores(
+    conn: duckdb.DuckDBPyConnection,
+    project: Project,
+    event_type: str,
+    start: datetime,
+    end: datetime,
+    store: OpsStore | None = None,
+) -> pl.DataFrame:
+    """What the strategy's active rules decide for each stored ``event_type`` event of ``[start,
+    end)``, offline: ``event_id``, ``rules_severity`` (the outcome's index, thresholds included)
+    and ``rules_score`` (the fired active rules' scores added) — the ranking of "rules alone"
+    that an evaluation compares a model with."""
+    engine = build_engine(project)
+    rules = [
+        r for r in _rules_under_test(project, engine).get(event_type, []) if r.status == "active"
+    ]
+    empty = pl.DataFrame(
+        schema={"event_id": pl.String, "rules_severity": pl.Int64, "rules_score": pl.Float64}
+    )
+    if event_type not in project.strategies:
+        return empty
+    labels, items = (store.labels(), store.items()) if store is not None else ([], [])
+    register_history(conn, labels, items)
+    try:
+        ids = _evaluation_rows(conn, project, engine, event_type, start, end)
+        try:
+            if not ids:
+                return empty
+            spec = project.strategies[event_type]
+            bits = bitsets.evaluate(conn, _ROWS_TABLE, [(r.spec.id, r.checked) for r in rules])
+            outcomes = _current_outcomes(spec, rules, bits)
+            return pl.DataFrame(
+                {
+                    "event_id": ids,
+                    "rules_severity": outcomes.severity,
+                    "rules_score": outcomes.score,
+                }
+            )
+        finally:
+            conn.unregister(_ROWS_TABLE)
+    finally:
+        for table in (LABEL_HISTORY, LIST_HISTORY):
+            conn.unregister(table)
