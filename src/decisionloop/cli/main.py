@@ -16,6 +16,7 @@ from decisionloop.cli.backtest import backtest
 from decisionloop.cli.cases import app as cases_app
 from decisionloop.cli.cases import monitor
 from decisionloop.cli.evaluate import evaluate
+from decisionloop.cli.features import app as features_app
 from decisionloop.cli.labels import app as labels_app
 from decisionloop.cli.lists import app as lists_app
 from decisionloop.cli.live import replay_with_summary
@@ -31,6 +32,7 @@ app.add_typer(labels_app, name="labels")
 app.add_typer(lists_app, name="lists")
 app.add_typer(models_app, name="models")
 app.add_typer(cases_app, name="cases")
+app.add_typer(features_app, name="features")
 console = Console()
 err = Console(stderr=True)
 T = TypeVar("T")
