@@ -153,12 +153,16 @@ def counters_delta(before: dict[str, float], after: dict[str, float], wall: floa
 
 # -- processes ----------------------------------------------------------------------------------
 @contextlib.contextmanager
-def service(workdir: Path, profile: Path | None) -> Iterator[tuple[int, int]]:
-    """Init a fresh example project and serve it; yield (port, pid). SIGINT stops it cleanly:
-    uvicorn handles it even where a shell ignores it, and afterwards re-raises it, which (unlike
-    SIGTERM) still lets cProfile write its file."""
-    project, state = workdir / "project", workdir / "state"
-    subprocess.run([*cli(), "init", str(project)], check=True, capture_output=True)
+def service(
+    workdir: Path, profile: Path | None, project: Path | None = None
+) -> Iterator[tuple[int, int]]:
+    """Serve ``project`` (default: a fresh example project) with its state in ``workdir/state``;
+    yield (port, pid). SIGINT stops it cleanly: uvicorn handles it even where a shell ignores it,
+    and afterwards re-raises it, which (unlike SIGTERM) still lets cProfile write its file."""
+    state = workdir / "state"
+    if project is None:
+        project = workdir / "project"
+        subprocess.run([*cli(), "init", str(project)], check=True, capture_output=True)
     port = free_port()
     command = [*cli(), "serve", "--project", str(project), "--data-dir", str(state)]
     command += ["--port", str(port)]

@@ -27,6 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -45,8 +46,19 @@ class EventFactory:
     """Realistic valid events for the example project: entities come from fixed pools so that
     velocity features accumulate state; event ids are unique per run (``run_id`` prefix)."""
 
-    def __init__(self, run_id: str, customers: int, seed: int, rate: float) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        customers: int,
+        seed: int,
+        rate: float,
+        replay: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.rng = random.Random(seed)
+        # ``--events FILE``: transactions are these (e.g. the demo bank's), in order from a
+        # seed-dependent offset, each with a fresh event_id and the scheduled time.
+        self.replay = replay or []
+        self.replay_at = (seed * 7919) % len(self.replay) if self.replay else 0
         self.run_id = run_id
         self.customers = customers
         self.merchants = [f"m{i:05d}" for i in range(2000)]
@@ -72,6 +84,9 @@ class EventFactory:
         return c, f"cust{c:06d}", f"dev{c:06d}-{self.rng.randrange(2)}"
 
     def transaction(self, i: int) -> dict[str, Any]:
+        if self.replay:
+            recorded = self.replay[(self.replay_at + self.n) % len(self.replay)]
+            return {**recorded, **self._common("transaction", i)}
         r = self.rng
         c, customer, device = self._party()
         ev = self._common("transaction", i)
@@ -332,6 +347,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-requests", type=int, default=1_000_000, help="closed-loop bound")
     p.add_argument("--customers", type=int, default=5000, help="size of the entity pools")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--events", type=Path, help="JSONL transactions to replay (decide, batch)")
     p.add_argument("--run-id", default=f"lg{time.time_ns():x}", help="event_id prefix")
     p.add_argument("--serve-trivial", type=int, metavar="PORT", help="run the trivial server")
     return p.parse_args(argv)
@@ -349,7 +365,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.scenario == "batch" and args.batch_size < 1:
         sys.exit("--batch-size must be >= 1")
-    factory = EventFactory(args.run_id, args.customers, args.seed, args.rate)
+    replay = None
+    if args.events is not None:
+        replay = [orjson.loads(line) for line in args.events.read_bytes().splitlines() if line]
+    factory = EventFactory(args.run_id, args.customers, args.seed, args.rate, replay)
     path = PATHS[args.scenario]
 
     def make(i: int) -> bytes:

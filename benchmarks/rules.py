@@ -337,14 +337,27 @@ def numpy_batch(rules: list[list[Comparison]], events: list[dict[str, Any]]) -> 
     return min(timings) / len(events) * 1e6, hits
 
 
-def zen_table(rules: list[list[Comparison]]) -> Any:
+def zen_table(
+    rules: list[list[Comparison]],
+    fields: Sequence[str] = tuple(TYPES),
+    ids: Sequence[int] | None = None,
+) -> Any:
+    """One decision table, a row per rule. ``fields``: the input columns; ``ids``: the rule
+    number each row reports (default its position; rows of one rule written as several
+    alternatives share it, and a rule is reported once however many of its rows match)."""
     import zen  # a peer for this benchmark only
 
-    inputs = [{"id": f"i{k}", "name": name, "field": name} for k, name in enumerate(TYPES)]
-    column = {name: f"i{k}" for k, name in enumerate(TYPES)}
+    inputs = [{"id": f"i{k}", "name": name, "field": name} for k, name in enumerate(fields)]
+    column = {name: f"i{k}" for k, name in enumerate(fields)}
+    numbers = list(range(len(rules))) if ids is None else list(ids)
     rows = []
-    for index, rule in enumerate(rules):
-        row = {"_id": f"r{index}", **{f"i{k}": "" for k in range(len(TYPES))}, "o": f'"{index}"'}
+    for position, rule in enumerate(rules):
+        index = numbers[position]
+        row = {
+            "_id": f"r{position}",
+            **{f"i{k}": "" for k in range(len(fields))},
+            "o": f'"{index}"',
+        }
         for c in rule:
             if c.op == "=":
                 cell = json.dumps(c.value)
@@ -384,7 +397,7 @@ def zen_table(rules: list[list[Comparison]]) -> Any:
     def evaluate(row: dict[str, Any]) -> list[int]:
         # Dotted feature names are flat keys here, as the table's fields are.
         result = decision.evaluate(_nested(row))["result"]
-        return sorted(int(hit["rule"]) for hit in result) if isinstance(result, list) else []
+        return sorted({int(hit["rule"]) for hit in result}) if isinstance(result, list) else []
 
     return evaluate
 
@@ -401,8 +414,11 @@ def _nested(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def rule_engine_rules(rules: list[list[Comparison]]) -> Any:
+def rule_engine_rules(rules: list[list[Comparison]], ids: Sequence[int] | None = None) -> Any:
+    """One ``Rule`` per rule; ``ids`` as for :func:`zen_table`."""
     import rule_engine  # a peer for this benchmark only
+
+    numbers = list(range(len(rules))) if ids is None else list(ids)
 
     def name(n: str) -> str:
         return n.replace(".", "__")
@@ -414,8 +430,9 @@ def rule_engine_rules(rules: list[list[Comparison]]) -> Any:
             n = name(c.name)
             if c.op == "=":
                 parts.append(f"{n} == {json.dumps(c.value)}")
-            elif c.op == "in":
-                parts.append(f"{n} in [{', '.join(json.dumps(v) for v in c.value)}]")
+            elif c.op == "in":  # NULL IN (...) is never TRUE in SQL
+                values = ", ".join(json.dumps(v) for v in c.value)
+                parts.append(f"({n} != null and {n} in [{values}])")
             elif c.op in ("is", "not"):
                 parts.append(f"{n} == {'true' if c.op == 'is' else 'false'}")
             else:  # rule-engine refuses to compare null: guard it, as SQL's NULL does
@@ -425,7 +442,7 @@ def rule_engine_rules(rules: list[list[Comparison]]) -> Any:
 
     def evaluate(row: dict[str, Any]) -> list[int]:
         flat = {name(k): v for k, v in row.items()}
-        return [i for i, r in enumerate(compiled) if r.matches(flat)]
+        return sorted({numbers[i] for i, r in enumerate(compiled) if r.matches(flat)})
 
     return evaluate
 
