@@ -3,6 +3,7 @@ cannot score leaves a degraded rules-only decision; the CLI trains and lists."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,35 @@ def test_a_model_that_raises_degrades_the_decision(root: Path) -> None:
     assert reason.values["degraded"] is True
     assert "boom" in reason.values["error"]
     assert decision.outcome == "approve"
+    assert engine.model_degraded == {"fraud_gbm@v1": 1}
+
+
+def test_a_score_over_its_time_budget_is_discarded(root: Path) -> None:
+    engine = attach(
+        root,
+        "  - {name: fraud_gbm, version: 1, status: active, timeout_ms: 20,\n"
+        "     thresholds: [{score: 0.0, outcome: decline}]}\n",
+    )
+    assert decide(engine, amount=10.0).outcome == "decline"  # in time: the model decides
+    models = engine.strategies["transaction"].models
+    assert models is not None
+    scorer = models.models[0].scorer
+    assert scorer is not None
+
+    class Slow:
+        form = "slow"
+        feature_names = scorer.feature_names
+
+        def score(self, row: Any, top: int) -> Any:
+            time.sleep(0.05)  # 50 ms against a 20 ms budget
+            return scorer.score(row, top)
+
+    models.models[0].scorer = Slow()
+    decision = decide(engine, amount=10.0)
+    (reason,) = model_reasons(decision)
+    assert decision.outcome == "approve"  # rules-only: the late score is not acted on
+    assert reason.values["degraded"] is True
+    assert reason.values["error"].startswith("timed out: ")
     assert engine.model_degraded == {"fraud_gbm@v1": 1}
 
 

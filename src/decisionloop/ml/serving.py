@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -219,6 +220,8 @@ class StrategyModels:
             scorer = model.scorer
             problem = model.problem
             if scorer is not None:
+                scored: Scored | None = None
+                started = time.perf_counter()
                 try:
                     scored = scorer.score(row, model.spec.contributions)
                 except Exception as exc:  # a model must never fail a decision
@@ -227,6 +230,11 @@ class StrategyModels:
                         model.warned = True
                         log.exception("model %s failed to score", model.label)
                 else:
+                    took_ms = (time.perf_counter() - started) * 1e3
+                    if took_ms > model.spec.timeout_ms:  # in-process: measured, not preempted
+                        problem = f"timed out: {took_ms:.1f} ms > {model.spec.timeout_ms:g} ms"
+                        scored = None
+                if scored is not None and problem is None:
                     outcome = None
                     for minimum, asked in model.thresholds:
                         if scored.probability >= minimum:
