@@ -22,6 +22,7 @@ from decisionloop.cli.lists import app as lists_app
 from decisionloop.cli.live import replay_with_summary
 from decisionloop.cli.models import app as models_app
 from decisionloop.cli.models import train
+from decisionloop.cli.report import report
 from decisionloop.cli.rules import app as rules_app
 from decisionloop.errors import DecisionLoopError
 from decisionloop.settings import Settings, load_settings
@@ -215,6 +216,7 @@ app.command()(backtest)
 app.command()(evaluate)
 app.command()(train)
 app.command()(monitor)
+app.command()(report)
 
 
 def main() -> None:  # pragma: no cover - console entry point
