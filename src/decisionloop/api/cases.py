@@ -15,7 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from decisionloop.api.app import JSONResponse
-from decisionloop.api.entities import _Body, _body, _bounded
+from decisionloop.api.entities import StrictBody, bounded_int, parse_body
 from decisionloop.cases.disposition import dispose
 from decisionloop.cases.service import CaseService
 from decisionloop.cases.store import CaseFilter
@@ -23,23 +23,23 @@ from decisionloop.engine.service import DecisionService
 from decisionloop.errors import InputError, Problem, StorageError
 
 
-class AssignBody(_Body):
+class AssignBody(StrictBody):
     assignee: str | None
     author: str
 
 
-class CommentBody(_Body):
+class CommentBody(StrictBody):
     author: str
     text: str
 
 
-class StatusBody(_Body):
+class StatusBody(StrictBody):
     status: str
     author: str
     reason: str = ""
 
 
-class DispositionBody(_Body):
+class DispositionBody(StrictBody):
     disposition: str
     author: str
     reason: str
@@ -74,7 +74,12 @@ def cases_router(service: DecisionService) -> APIRouter:
         """Cases, most pressing first (by SLA due time); filter by status, queue, assignee and
         entity (``entity_type``, ``entity_id``); ``limit`` 1-1000."""
         where = CaseFilter(
-            status, queue, assignee, entity_type, entity_id, _bounded(limit, "query.limit", 1, 1000)
+            status,
+            queue,
+            assignee,
+            entity_type,
+            entity_id,
+            bounded_int(limit, "query.limit", 1, 1000),
         )
         found = await asyncio.to_thread(cases().list, where)
         moment = now()
@@ -90,7 +95,7 @@ def cases_router(service: DecisionService) -> APIRouter:
     async def assign(case_id: str, request: Request) -> Response:
         """Assign (``{"assignee", "author"}``; ``assignee: null`` hands it back to the queue)."""
         number = case_id_of(case_id)
-        body = await _body(request, AssignBody)
+        body = await parse_body(request, AssignBody)
         case = await asyncio.to_thread(cases().assign, number, body.assignee, body.author)
         return JSONResponse(case.as_dict(now()))
 
@@ -98,7 +103,7 @@ def cases_router(service: DecisionService) -> APIRouter:
     async def comment(case_id: str, request: Request) -> Response:
         """Add a comment (``{"author", "text"}``)."""
         number = case_id_of(case_id)
-        body = await _body(request, CommentBody)
+        body = await parse_body(request, CommentBody)
         added = await asyncio.to_thread(cases().comment, number, body.author, body.text)
         return JSONResponse(added.as_dict(), status_code=201)
 
@@ -106,7 +111,7 @@ def cases_router(service: DecisionService) -> APIRouter:
     async def change_status(case_id: str, request: Request) -> Response:
         """Move between ``open`` and ``investigating`` (``{"status", "author", "reason"}``)."""
         number = case_id_of(case_id)
-        body = await _body(request, StatusBody)
+        body = await parse_body(request, StatusBody)
         case = await asyncio.to_thread(
             cases().set_status, number, body.status, body.author, body.reason
         )
@@ -117,7 +122,7 @@ def cases_router(service: DecisionService) -> APIRouter:
         """Close an investigated case with ``{"disposition": "fraud|not_fraud|inconclusive",
         "author", "reason"}``; writes the event and entity labels (docs/cases.md)."""
         number = case_id_of(case_id)
-        body = await _body(request, DispositionBody)
+        body = await parse_body(request, DispositionBody)
         done = await dispose(service, cases(), number, body.disposition, body.author, body.reason)
         return JSONResponse(done.as_dict(now()))
 

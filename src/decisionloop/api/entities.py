@@ -27,11 +27,11 @@ from decisionloop.ops.lists import ListService
 from decisionloop.storage.ports import StoredEvent
 
 
-class _Body(BaseModel):
+class StrictBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class LabelBody(_Body):
+class LabelBody(StrictBody):
     label: str
     reason: str
     author: str
@@ -40,23 +40,23 @@ class LabelBody(_Body):
     ttl: str | None = Field(default=None, description="how long it stays: 30m, 12h, 7d ...")
 
 
-class ListBody(_Body):
+class ListBody(StrictBody):
     name: str
     kind: str = "custom"
     description: str = ""
     author: str
 
 
-class ItemBody(_Body):
+class ItemBody(StrictBody):
     value: str
     reason: str
     author: str
 
 
-BodyModel = TypeVar("BodyModel", bound=_Body)
+BodyModel = TypeVar("BodyModel", bound=StrictBody)
 
 
-async def _body(request: Request, model: type[BodyModel]) -> BodyModel:
+async def parse_body(request: Request, model: type[BodyModel]) -> BodyModel:
     raw = await request.body()
     try:
         data = orjson.loads(raw)
@@ -82,7 +82,7 @@ def _flag(value: str, where: str) -> bool:
     raise InputError("invalid query value", [Problem(where, f"expected true or false: {value!r}")])
 
 
-def _bounded(value: str, where: str, low: int, high: int) -> int:
+def bounded_int(value: str, where: str, low: int, high: int) -> int:
     if value.isdigit() and low <= int(value) <= high:
         return int(value)
     raise InputError(
@@ -120,7 +120,7 @@ def entities_router(service: DecisionService) -> APIRouter:
     @router.post("/v1/entities/{type}/{id}/labels", status_code=201)
     async def add_label(type: str, id: str, request: Request) -> Response:
         """Attach a label (reason, author, source, optional ttl); committed before the answer."""
-        body = await _body(request, LabelBody)
+        body = await parse_body(request, LabelBody)
         new = NewLabel(body.label, body.reason, body.author, body.source, body.source_ref, body.ttl)
         label = await labels().add_async(type, id, new)
         return JSONResponse(label.as_dict(), status_code=201)
@@ -142,7 +142,7 @@ def entities_router(service: DecisionService) -> APIRouter:
     @router.post("/v1/lists", status_code=201)
     async def create_list(request: Request) -> Response:
         """Create a list (name, kind, description, author)."""
-        body = await _body(request, ListBody)
+        body = await parse_body(request, ListBody)
         created = await lists().create_async(body.name, body.kind, body.description, body.author)
         return JSONResponse(created.as_dict(), status_code=201)
 
@@ -155,7 +155,7 @@ def entities_router(service: DecisionService) -> APIRouter:
     @router.post("/v1/lists/{name}/items", status_code=201)
     async def add_item(name: str, request: Request) -> Response:
         """Add a value (value, reason, author); committed before the answer."""
-        body = await _body(request, ItemBody)
+        body = await parse_body(request, ItemBody)
         item = await lists().add_async(name, body.value, body.author, body.reason)
         return JSONResponse(item.as_dict(), status_code=201)
 
@@ -168,8 +168,8 @@ def entities_router(service: DecisionService) -> APIRouter:
     @router.get("/v1/entities/{type}/{id}")
     async def entity_view(type: str, id: str, days: str = "7", limit: str = "20") -> Response:
         """Current feature values, labels in force and the latest events of one entity."""
-        look_back = _bounded(days, "query.days", 1, 90)
-        most = _bounded(limit, "query.limit", 1, 200)
+        look_back = bounded_int(days, "query.days", 1, 90)
+        most = bounded_int(limit, "query.limit", 1, 200)
         keys = _entity_keys(service)
         check_entity(type, id, keys)
         features = current_features(service, keys[type], id)  # on the loop: it owns the state

@@ -32,10 +32,10 @@ from decisionloop.ops.store import OpsStore, from_us
 from decisionloop.project.loader import load_project
 from decisionloop.rules import backtest as bitsets
 from decisionloop.rules.report import (
-    _ROWS_TABLE,
+    ROWS_TABLE,
     RuleUnderTest,
-    _evaluation_rows,
-    _instant,
+    as_instant,
+    evaluation_rows,
     load_candidate_rules,
     open_source,
 )
@@ -93,7 +93,7 @@ def monitor(
     store: OpsStore | None = None,
 ) -> MonitorRun:
     """Run the monitoring rule sets over ``[start, end)`` and open alerts for their hits."""
-    start, end = _instant(start), _instant(end)
+    start, end = as_instant(start), as_instant(end)
     if start >= end:
         raise InputError(
             "empty period",
@@ -118,13 +118,13 @@ def monitor(
     try:
         register_history(conn, labels, items)
         for event_type, rules_of_type in by_type.items():
-            ids = _evaluation_rows(conn, project, engine, event_type, start, end)
+            ids = evaluation_rows(conn, project, engine, event_type, start, end)
             try:
                 if ids:
                     alerts += _alerts(conn, cases, engine.catalog.types[event_type], rules_of_type)
                 run.events += len(ids)
             finally:
-                conn.unregister(_ROWS_TABLE)
+                conn.unregister(ROWS_TABLE)
     finally:
         if own:
             conn.close()
@@ -148,11 +148,11 @@ def _alerts(
     rules: list[RuleUnderTest],
 ) -> list[NewAlert]:
     """One alert per (rule, event) where the rule is TRUE, in the rules' and events' order."""
-    bits = bitsets.evaluate(conn, _ROWS_TABLE, [(r.spec.id, r.checked) for r in rules])
+    bits = bitsets.evaluate(conn, ROWS_TABLE, [(r.spec.id, r.checked) for r in rules])
     keys = list(event_type.entity_keys.values())
     # Times as epoch microseconds: DuckDB hands TIMESTAMPTZ to Python only through pytz.
     wanted = ", ".join(["event_id", "epoch_us(occurred_at)", *(f'"{k}"' for k in keys)])
-    rows = conn.sql(f"SELECT {wanted} FROM {_ROWS_TABLE}").fetchall()  # registered order
+    rows = conn.sql(f"SELECT {wanted} FROM {ROWS_TABLE}").fetchall()  # registered order
     config = cases.config
     found: list[NewAlert] = []
     for index, rule in enumerate(rules):

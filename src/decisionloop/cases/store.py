@@ -27,10 +27,10 @@ from sqlalchemy.pool import StaticPool
 from decisionloop.cases.config import PRIORITIES, Priority
 from decisionloop.errors import NotFoundError, Problem, StorageError
 from decisionloop.ops.store import (
-    _inserted_id,
-    _sqlite_pragmas,
-    _Transaction,
+    Transaction,
     from_us,
+    inserted_id,
+    sqlite_pragmas,
     to_us,
 )
 
@@ -301,7 +301,7 @@ class SqlCaseStore:
                 known.add(alert.dedup_key)
                 case = self._open_case_for(conn, alert, now, sla, done)
                 row = _alert_row(alert, case.id, now)
-                alert_id = _inserted_id(conn.execute(alerts_table.insert().values(**row)))
+                alert_id = inserted_id(conn.execute(alerts_table.insert().values(**row)))
                 detail = {"alert_id": alert_id, "event_id": alert.event_id, "source": alert.source}
                 if alert.rule_ids:
                     detail["rules"] = list(alert.rule_ids)
@@ -338,7 +338,7 @@ class SqlCaseStore:
                 "updated_us": now,
                 "due_us": due,
             }
-            case_id = _inserted_id(conn.execute(t.insert().values(**row)))
+            case_id = inserted_id(conn.execute(t.insert().values(**row)))
             detail = {
                 "queue": alert.queue,
                 "entity": f"{alert.entity_type}/{alert.entity_id}",
@@ -379,7 +379,7 @@ class SqlCaseStore:
         with self._writing, self._write() as conn:
             self._row(conn, case_id)
             row = {"case_id": case_id, "author": author, "text": text, "at_us": now}
-            comment_id = _inserted_id(conn.execute(comments_table.insert().values(**row)))
+            comment_id = inserted_id(conn.execute(comments_table.insert().values(**row)))
             conn.execute(
                 cases_table.update().where(cases_table.c.id == case_id).values(updated_us=now)
             )
@@ -482,7 +482,7 @@ class SqlCaseStore:
         return _CaseTransaction(self.engine, write=False)
 
 
-class _CaseTransaction(_Transaction):
+class _CaseTransaction(Transaction):
     """The ops store's transaction, with a broken invariant (a second open case for an entity
     written by another process) reported as a storage failure, not a crash."""
 
@@ -506,7 +506,7 @@ def _create_engine(url: str) -> sa.Engine:
         options = {"poolclass": StaticPool, "connect_args": {"check_same_thread": False}}
     engine = sa.create_engine(url, **options)
     if engine.dialect.name == "sqlite":
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine, "connect", sqlite_pragmas)
     return engine
 
 

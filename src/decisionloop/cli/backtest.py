@@ -53,7 +53,7 @@ def backtest(
     period_end = guarded(lambda: parse_day(end, "--to", end_of_day=True))
     source = settings.source_path()
     if source is None:
-        guarded(lambda: _no_history())
+        guarded(lambda: no_history())
         return
     # The labels and lists has_label/in_list read: ops_store_url, or <data_dir>/ops.sqlite.
     store = guarded(lambda: open_ops_store(settings))
@@ -79,7 +79,7 @@ def backtest(
         console.print(f"wrote {parquet_file}")
 
 
-def _no_history() -> None:
+def no_history() -> None:
     raise ConfigError(
         "nothing to backtest",
         [Problem("source.type", "the memory source layer keeps no history; use duckdb")],

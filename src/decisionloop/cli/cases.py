@@ -254,7 +254,7 @@ def monitor(
     """Run monitoring rule sets over a past period of stored events; their hits open alerts
     and cases. Running a window again opens no duplicate alert."""
     from decisionloop.cases.monitor import monitor as run_monitor
-    from decisionloop.cli.backtest import _no_history, parse_day
+    from decisionloop.cli.backtest import no_history, parse_day
     from decisionloop.cli.main import console, guarded, settings_for
     from decisionloop.runtime import open_ops_store
 
@@ -263,7 +263,7 @@ def monitor(
     period_end = guarded(lambda: parse_day(end, "--to", end_of_day=True))
     source = settings.source_path()
     if source is None:
-        guarded(_no_history)
+        guarded(no_history)
         return
     ops = guarded(lambda: open_ops_store(settings))
     try:

@@ -34,9 +34,9 @@ from decisionloop.rules.expressions import (
     Compiled,
     Compiler,
     Source,
-    _node_span,
-    _problem,
     column_name,
+    expression_problem,
+    node_span,
     parse,
 )
 from decisionloop.rules.typecheck import SqlType, field_type
@@ -110,7 +110,7 @@ def compile_derived(
     for name, node in cyclic:
         reason = f"cycle: {name} reads {column_name(node)}, which depends on {name}"
         problems.append(
-            _problem(declared[name].expression, *_node_span(node), reason, sources[name])
+            expression_problem(declared[name].expression, *node_span(node), reason, sources[name])
         )
     compiled: list[DerivedFeature] = []
     result_types: dict[str, SqlType] = {}
@@ -140,7 +140,7 @@ def compile_derived(
             kind = sorted(kinds - NUMERIC_RESULTS)[0]
             reason = f"a derived feature must be a number; this expression is a {kind}"
             problems.append(
-                _problem(spec.expression, 0, len(spec.expression), reason, sources[name])
+                expression_problem(spec.expression, 0, len(spec.expression), reason, sources[name])
             )
         elif known and len(checked) == len(known):
             number = kinds != {"integer"}

@@ -291,7 +291,7 @@ class SqlOpsStore:
         try:
             self.engine = sa.create_engine(url, **options)
             if self.engine.dialect.name == "sqlite":
-                sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+                sa.event.listen(self.engine, "connect", sqlite_pragmas)
             metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
             raise StorageError(
@@ -329,7 +329,7 @@ class SqlOpsStore:
             "expires_us": None if expires_at is None else to_us(expires_at),
         }
         with self._write() as conn:
-            new_id = _inserted_id(conn.execute(labels_table.insert().values(**row)))
+            new_id = inserted_id(conn.execute(labels_table.insert().values(**row)))
             detail = {"id": new_id, "label": label, "reason": reason, "source": source}
             if expires_at is not None:
                 detail["expires_at"] = expires_at.isoformat()
@@ -435,7 +435,7 @@ class SqlOpsStore:
             "created_us": to_us(at),
         }
         with self._write() as conn:
-            new_id = _inserted_id(conn.execute(items_table.insert().values(**row)))
+            new_id = inserted_id(conn.execute(items_table.insert().values(**row)))
             detail = {"id": new_id, "value": value, "reason": reason}
             self._audit(conn, at, author, "item.add", list_name, detail)
         return ListItem(new_id, list_name, value, reason, author, at)
@@ -506,14 +506,14 @@ class SqlOpsStore:
         }
         conn.execute(audit_table.insert().values(**row))
 
-    def _write(self) -> _Transaction:
-        return _Transaction(self.engine, write=True)
+    def _write(self) -> Transaction:
+        return Transaction(self.engine, write=True)
 
-    def _read(self) -> _Transaction:
-        return _Transaction(self.engine, write=False)
+    def _read(self) -> Transaction:
+        return Transaction(self.engine, write=False)
 
 
-class _Transaction:
+class Transaction:
     """``engine.begin()`` with database failures turned into :class:`StorageError` (503)."""
 
     def __init__(self, engine: sa.Engine, write: bool) -> None:
@@ -544,13 +544,13 @@ def _storage_error(exc: SQLAlchemyError) -> StorageError:
     return StorageError("the operational store failed", [Problem("ops_store", str(exc))])
 
 
-def _inserted_id(result: sa.CursorResult[Any]) -> int:
+def inserted_id(result: sa.CursorResult[Any]) -> int:
     key = result.inserted_primary_key
     assert key is not None
     return int(key[0])
 
 
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+def sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor = connection.cursor()
     # WAL: readers do not block the writer; FULL: a commit is on disk before the answer.
     cursor.execute("PRAGMA journal_mode=WAL")

@@ -65,7 +65,7 @@ def _position(text: str, offset: int) -> tuple[int, int]:
     return line, column
 
 
-def _problem(text: str, offset: int, length: int, reason: str, source: Source) -> Problem:
+def expression_problem(text: str, offset: int, length: int, reason: str, source: Source) -> Problem:
     line, column = _position(text, offset)
     source_line = text.splitlines()[line - 1] if text else ""
     caret = " " * (column - 1) + "^" * max(1, length)
@@ -82,7 +82,7 @@ def _problem(text: str, offset: int, length: int, reason: str, source: Source) -
     )
 
 
-def _node_span(node: exp.Expression) -> tuple[int, int]:
+def node_span(node: exp.Expression) -> tuple[int, int]:
     """Offset and length of a node's text, from the token positions sqlglot keeps in ``meta``."""
     starts: list[int] = []
     ends: list[int] = []
@@ -107,12 +107,16 @@ def parse(text: str, source: Source) -> exp.Expression:
     if len(text) > MAX_EXPRESSION_CHARS:
         raise ExpressionError(
             "expression too long",
-            [_problem(text, 0, 1, f"longer than {MAX_EXPRESSION_CHARS} characters", source)],
+            [
+                expression_problem(
+                    text, 0, 1, f"longer than {MAX_EXPRESSION_CHARS} characters", source
+                )
+            ],
         )
     if _nesting(text) > MAX_DEPTH:
         raise ExpressionError(
             "expression too deep",
-            [_problem(text, 0, 1, f"nested deeper than {MAX_DEPTH} levels", source)],
+            [expression_problem(text, 0, 1, f"nested deeper than {MAX_DEPTH} levels", source)],
         )
     try:
         tree: exp.Expression = sqlglot.parse_one(text, read="duckdb")  # type: ignore[assignment]
@@ -124,10 +128,10 @@ def parse(text: str, source: Source) -> exp.Expression:
         desc = _plain_parse_error(
             str(first.get("description") or exc).split("\n")[0], first.get("highlight")
         )
-        problem = _problem(text, offset, 1, desc, source)
+        problem = expression_problem(text, offset, 1, desc, source)
         raise ExpressionError("cannot parse expression", [problem]) from exc
     problems = [
-        _problem(text, *_refused_span(text, node), reason, source)
+        expression_problem(text, *_refused_span(text, node), reason, source)
         for node, reason in _violations(tree)
     ]
     if problems:
@@ -138,7 +142,7 @@ def parse(text: str, source: Source) -> exp.Expression:
 def _closed_span(text: str, node: exp.Expression) -> tuple[int, int]:
     """A node's span, widened over the closing parentheses its tokens leave out (``hour(x)``:
     the ``)`` is no node's token)."""
-    start, length = _node_span(node)
+    start, length = node_span(node)
     end = start + length
     if isinstance(node, exp.Neg):  # the minus sign carries no position
         before = text[:start].rstrip()
@@ -155,7 +159,7 @@ def _closed_span(text: str, node: exp.Expression) -> tuple[int, int]:
 def _refused_span(text: str, node: exp.Expression) -> tuple[int, int]:
     """A subquery's own tokens (the parentheses, SELECT) carry no position: widen its span to
     the ``(SELECT ... )`` that holds the positioned tokens inside it."""
-    start, length = _node_span(node)
+    start, length = node_span(node)
     if not isinstance(node, exp.Subquery):
         return start, length
     openings = [m.start() for m in _SUBQUERY_START.finditer(text, 0, start + 1)]
@@ -326,7 +330,7 @@ class Compiler:
         entity_args = {id(c.expressions[0]) for c in calls if _is_entity_call(c)}
         if self.lookups is not None:
             problems += [
-                _problem(text, *_node_span(node), why, source)
+                expression_problem(text, *node_span(node), why, source)
                 for node, why in self._lookup_problems(calls)
             ]
         for node in tree.find_all(exp.Column):
@@ -340,18 +344,19 @@ class Compiler:
             close = get_close_matches(name, self._sorted_names, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             problems.append(
-                _problem(text, *_node_span(node), f"unknown name {name!r}{hint}", source)
+                expression_problem(text, *node_span(node), f"unknown name {name!r}{hint}", source)
             )
         for call in tree.find_all(exp.Anonymous):
             if call.name.lower() not in self.functions:
                 custom = (f for f in self.functions if f not in LOOKUP_FUNCTIONS)
                 known = ", ".join(sorted(custom)) or "none"
                 reason = f"unknown function {call.name!r} (custom functions: {known})"
-                problems.append(_problem(text, *_node_span(call), reason, source))
+                problems.append(expression_problem(text, *node_span(call), reason, source))
         checker = TypeChecker(self.types, column_name)
         kind = checker.check_condition(tree) if condition else checker.infer(tree)
         typed = [
-            _problem(text, *_closed_span(text, n), why, source) for n, why in checker.complaints
+            expression_problem(text, *_closed_span(text, n), why, source)
+            for n, why in checker.complaints
         ]
         if problems or typed:
             message = "expression refers to unknown names" if problems else "type error"

@@ -94,7 +94,7 @@ __all__ = [
 Status = Literal["active", "shadow", "draft", "candidate"]
 LABEL_TYPE = "label"
 POSITIVE_LABELS = ("fraud",)
-_ROWS_TABLE = "_backtest_rows"
+ROWS_TABLE = "_backtest_rows"
 _FEATURES_TABLE = "_backtest_features"
 _TRANSITION = pl.Struct({"from": pl.String, "to": pl.String, "events": pl.Int64})
 REPORT_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
@@ -257,14 +257,14 @@ def _rule_scope(engine: DecisionEngine, event_type: str) -> dict[str, SqlType]:
     return scope
 
 
-def _instant(moment: datetime | date) -> datetime:
+def as_instant(moment: datetime | date) -> datetime:
     if not isinstance(moment, datetime):
         return datetime.combine(moment, time(), tzinfo=UTC)
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # -- evaluation -----------------------------------------------------------------------------------
-def _evaluation_rows(
+def evaluation_rows(
     conn: duckdb.DuckDBPyConnection,
     project: Project,
     engine: DecisionEngine,
@@ -310,7 +310,7 @@ def _evaluation_rows(
     parameters = {"type": event_type, "start": start, "end": end}
     rows = conn.sql(query, params=parameters).to_arrow_table()
     conn.unregister(_FEATURES_TABLE)
-    conn.register(_ROWS_TABLE, rows)
+    conn.register(ROWS_TABLE, rows)
     ids: list[str] = rows.column("event_id").to_pylist()
     return ids
 
@@ -428,7 +428,7 @@ def _strategy_rows(
     days: float,
 ) -> list[dict[str, Any]]:
     events = len(ids)
-    bits = bitsets.evaluate(conn, _ROWS_TABLE, [(r.spec.id, r.checked) for r in rules])
+    bits = bitsets.evaluate(conn, ROWS_TABLE, [(r.spec.id, r.checked) for r in rules])
     hits = bits.hits()
     labelled = np.fromiter((i in positives for i in ids), dtype=bool, count=events)
     # How many rules fired on each event: > 1 on a rule's hit means another rule has it too.
@@ -500,7 +500,7 @@ def backtest(
     ``in_list`` read, each event as of its decision time (none: every lookup is FALSE). It is
     read, not closed.
     """
-    start, end = _instant(start), _instant(end)
+    start, end = as_instant(start), as_instant(end)
     if start >= end:
         raise InputError(
             "empty period",
@@ -529,13 +529,13 @@ def backtest(
         for event_type, rules_of_type in by_type.items():
             if not rules_of_type:
                 continue
-            ids = _evaluation_rows(conn, loaded, engine, event_type, start, end)
+            ids = evaluation_rows(conn, loaded, engine, event_type, start, end)
             try:
                 if ids:
                     spec = loaded.strategies[event_type]
                     rows += _strategy_rows(conn, spec, rules_of_type, ids, positives, days)
             finally:
-                conn.unregister(_ROWS_TABLE)
+                conn.unregister(ROWS_TABLE)
             seen += len(ids)
     finally:
         if own:
@@ -582,12 +582,12 @@ def strategy_scores(
     labels, items = (store.labels(), store.items()) if store is not None else ([], [])
     register_history(conn, labels, items)
     try:
-        ids = _evaluation_rows(conn, project, engine, event_type, start, end)
+        ids = evaluation_rows(conn, project, engine, event_type, start, end)
         try:
             if not ids:
                 return empty
             spec = project.strategies[event_type]
-            bits = bitsets.evaluate(conn, _ROWS_TABLE, [(r.spec.id, r.checked) for r in rules])
+            bits = bitsets.evaluate(conn, ROWS_TABLE, [(r.spec.id, r.checked) for r in rules])
             outcomes = _current_outcomes(spec, rules, bits)
             return pl.DataFrame(
                 {
@@ -597,7 +597,7 @@ def strategy_scores(
                 }
             )
         finally:
-            conn.unregister(_ROWS_TABLE)
+            conn.unregister(ROWS_TABLE)
     finally:
         for table in (LABEL_HISTORY, LIST_HISTORY):
             conn.unregister(table)
