@@ -2,8 +2,9 @@
 
 The workload is the one a bank would run, built in a temporary folder for each run:
 
-- **events**: the demo bank's stream (``demo/bank.py``), its history ending now; the history is
-  imported into the service's DuckDB source layer and the last ``--live-days`` are decided;
+- **events**: the demo bank's stream (``demo/bank.py``), ending now: its history is imported
+  into the service's DuckDB source layer; after it come ``--replay-days`` live days, of which
+  in-process decides the first ``--live-days`` and the HTTP runs replay the transactions;
 - **features**: the example project's velocity features plus more of the same kind, 50 names over
   4 entities (customer, account, device, terminal);
 - **rules**: the example project's 7 analyst rules plus generated ones in the same style, 5,000 in
@@ -26,8 +27,18 @@ Measured **over HTTP** (``decisionloop serve`` as a subprocess on the project, t
 ``benchmarks/loadgen.py`` in a second process, open loop, latency from the scheduled send time):
 the floor first, ``/healthz`` on the same server stack at its maximum (closed loop), then
 ``/v1/decide`` closed loop and at fixed offered loads (fractions of its maximum, and 70% of the
-floor), then ``/v1/decide/batch`` (100 events per request) the same way. The live transactions of
-the demo bank are the bodies, each with a fresh event id and its scheduled time.
+floor), then ``/v1/decide/batch`` (100 events per request) the same way. The bodies are the
+demo bank's live transactions as recorded (event id and event time), in event-time order: each
+run replays its own consecutive slice, starting where the previous run stopped sending, so no
+event is sent twice (a repeat would return the stored decision, a cheaper path) and the service's
+event time only moves on. Event time and wall time are decoupled, as in a replay of history (the
+velocity windows see the bank's real pace, however fast it is sent); with several connections the
+arrival order differs from event order by at most the requests in flight, and the service's
+``decisionloop_late_events_total`` (events behind its latest event time by more than the project's
+``allowed_lateness``) is recorded after each run, with repeats and the outcome mix of the
+decisions answered, to compare with the in-process mix. Only transactions are replayed: the
+logins, device binds and other non-decided live events are not sent (in-process observes them),
+so features counting them see the history only.
 
 Output: tables on stdout and ``benchmarks/results/decide.json`` (machine, load average and other
 processes' CPU included). Nothing is asserted: the targets are printed as met or not met.
@@ -80,6 +91,7 @@ SEED = 20260601
 EVENT_TYPE = "transaction"
 MODEL = "fraud_gbm"
 STAGES = ("validate", "features", "rules", "model", "combine")
+OUTCOMES = ("approve", "challenge", "review", "decline")  # the example strategy's, mildest first
 TARGETS = {
     "in_process_p50_us": 300.0,
     "in_process_p99_us": 1000.0,
@@ -187,9 +199,9 @@ ANALYST_PEER: list[list[list[Comparison]]] = [
 
 @dataclass
 class Workload:
-    root: Path  # project/, state/, live.jsonl
+    root: Path  # project/, state/, replay.jsonl
     history_end: datetime
-    live: list[dict[str, Any]]  # every live event of the stream, in order
+    live: list[dict[str, Any]]  # the live events decided in-process (the first live days), in order
     rule_ids: list[str]  # in the strategy's order: the analyst rules, then the generated
     peer_rules: list[list[list[Comparison]]]  # the same rules for peers (alternatives)
     facts: Result = field(default_factory=dict)  # what was built, for the JSON
@@ -198,15 +210,14 @@ class Workload:
     def project(self) -> Path:
         return self.root / "project"
 
+    @property
+    def replay_file(self) -> Path:
+        """Every live transaction (the replay days), as recorded, in event-time order: the
+        bodies of the HTTP runs, each run its own consecutive slice."""
+        return self.root / "replay.jsonl"
+
     def settings(self) -> Settings:
         return load_settings(project_dir=self.project, data_dir=self.root / "state")
-
-    def live_transactions_file(self) -> Path:
-        path = self.root / "live.jsonl"
-        if not path.exists():
-            lines = [orjson.dumps(e) for e in self.live if e["type"] == EVENT_TYPE]
-            path.write_bytes(b"\n".join(lines) + b"\n")
-        return path
 
 
 # -- building the workload ----------------------------------------------------------------------
@@ -216,20 +227,38 @@ def build_workload(
     customers: int = 1000,
     days: int = 30,
     live_days: int = 3,
+    replay_days: int | None = None,
     rules: int = 5000,
     trees: int = 200,
     seed: int = SEED,
     say: Callable[[str], None] = lambda _: None,
 ) -> Workload:
-    """Everything in ``root``: the project, its state (history, labels, lists), a model."""
+    """Everything in ``root``: the project, its state (history, labels, lists), a model, and the
+    live segment to replay over HTTP (``replay.jsonl``).
+
+    The bank's stream ends now: ``days - live_days`` days of history, then ``replay_days``
+    (at least ``live_days``) live days, all in the past, so that the service takes every live
+    event at its recorded time (it refuses events dated ahead of its clock). In-process decides
+    the first ``live_days`` of them; the HTTP runs replay the live transactions in slices."""
     started = time.perf_counter()
-    history_end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    replay_days = max(replay_days or live_days, live_days)
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+    history_end = end - timedelta(days=replay_days)
     start = history_end - timedelta(days=days - live_days)
-    bank = generate(BankConfig(seed=seed % 2**31, customers=customers, days=days, start=start))
-    cut = history_end.isoformat()
+    config = BankConfig(
+        seed=seed % 2**31, customers=customers, days=days - live_days + replay_days, start=start
+    )
+    bank = generate(config)
+    cut, live_end = history_end.isoformat(), (history_end + timedelta(days=live_days)).isoformat()
     history = [e for e in bank.events if e["occurred_at"] < cut]
-    live = [e for e in bank.events if e["occurred_at"] >= cut]
-    say(f"demo bank: {len(bank.events):,} events ({len(history):,} history, {len(live):,} live)")
+    live = [e for e in bank.events if cut <= e["occurred_at"] < live_end]
+    replay = [orjson.dumps(e) for e in bank.events if e["occurred_at"] >= cut and
+              e["type"] == EVENT_TYPE]  # fmt: skip
+    (root / "replay.jsonl").write_bytes(b"\n".join(replay) + b"\n")
+    say(
+        f"demo bank: {len(bank.events):,} events ({len(history):,} history, {len(live):,} live"
+        f" in {live_days} days; {len(replay):,} live transactions in {replay_days} days to replay)"
+    )
     project = root / "project"
     init_project(project)
     (project / "features" / "more.yaml").write_text(EXTRA_FEATURES)
@@ -237,6 +266,11 @@ def build_workload(
     facts: Result = {"events": len(bank.events), "history_events": len(history)}
     facts["live_events"] = len(live)
     facts["live_transactions"] = sum(e["type"] == EVENT_TYPE for e in live)
+    facts["replay_days"] = replay_days
+    facts["replay_transactions"] = len(replay)
+    facts["history_end"] = cut
+    facts["stream_end"] = bank.events[-1]["occurred_at"] if bank.events else None
+    del replay
 
     service = open_service(settings)
     try:
@@ -600,6 +634,9 @@ def in_process(workload: Workload, warmup: int) -> Result:
         "decisions_per_s": round(1e6 / mean_us, 1),
         "stream_wall_s": round(wall, 2),
         "checks": dict(checks),
+        "outcome_mix": outcome_mix(
+            {k.split(":", 1)[1]: v for k, v in checks.items() if k.startswith("outcome:")}
+        ),
     }
 
 
@@ -607,7 +644,8 @@ def _check(
     decision: Any, event: Event, outcomes: set[str], body: bytes, checks: Counter[str], model: bool
 ) -> None:
     """Each measured call returned a real decision: its event, a known outcome, reasons, the
-    model scored (not degraded) when one is attached, an answer that encodes."""
+    model scored (not degraded, or only over its time budget: counted) when one is attached,
+    an answer that encodes."""
     if decision.event_id != event.event_id or decision.outcome not in outcomes or not body:
         raise RuntimeError(f"not a decision for {event.event_id}: {decision}")
     checks[f"outcome:{decision.outcome}"] += 1
@@ -615,8 +653,13 @@ def _check(
     checks["rules_fired"] += rules
     checks["with_a_rule_fired"] += rules > 0
     if model:
-        scored = [r for r in decision.reasons if r.kind == "model" and not r.values.get("degraded")]
+        models = [r for r in decision.reasons if r.kind == "model"]
+        scored = [r for r in models if not r.values.get("degraded")]
         if not scored:
+            # Over its time budget (a busy machine): measured, counted, decided rules-only.
+            if models and str(models[0].values.get("error", "")).startswith("timed out"):
+                checks["model_timed_out"] += 1
+                return
             raise RuntimeError(f"the model did not score {event.event_id}: {decision.reasons}")
         checks[f"model_form:{scored[0].values.get('form')}"] += 1
         checks[f"model_outcome:{scored[0].outcome}"] += 1
@@ -635,25 +678,83 @@ def drain(port: int, limit_s: float = 30.0) -> None:
         time.sleep(0.5)
 
 
+def service_counters(port: int) -> Result:
+    """Late events, repeats and decisions by outcome so far, from the service's /metrics."""
+    found: Result = {"late_events": 0, "duplicates": 0, "outcomes": Counter()}
+    for line in ingest.http_get(port, "/metrics").decode().splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == "decisionloop_late_events_total":
+            found["late_events"] = int(float(value))
+        elif name == "decisionloop_duplicate_events_total":
+            found["duplicates"] = int(float(value))
+        elif name.startswith("decisionloop_decisions_total{") and 'outcome="' in name:
+            outcome = name.split('outcome="', 1)[1].split('"', 1)[0]
+            found["outcomes"][outcome] += int(float(value))
+    return found
+
+
+def outcome_mix(counts: dict[str, int]) -> Result:
+    """Shares of each outcome (the strategy's four first), rounded to 0.1%."""
+    total = sum(counts.values())
+    names = [*OUTCOMES, *sorted(set(counts) - set(OUTCOMES))]
+    return {n: round(counts.get(n, 0) / total, 4) if total else None for n in names}
+
+
 def over_http(workload: Workload, args: argparse.Namespace) -> tuple[list[Result], Result]:
-    events = workload.live_transactions_file()
+    """The runs against one service; each replays its own consecutive slice of the live
+    transactions (``Workload.replay_file``), at their recorded event times: the next run starts
+    where the last one stopped sending, so no event is sent twice and event time only moves on.
+    A closed-loop run (its length unknown beforehand) may use at most a share of what is left."""
+    events = workload.replay_file
+    available = workload.facts["replay_transactions"]
     timing = {"warmup": args.warmup, "duration": args.duration, "connections": args.connections}
     runs: list[Result] = []
+    cursor = 0  # the first transaction of the next slice
 
-    def run(label: str, scenario: str, rate: float, **extra: Any) -> Result:
+    def run(label: str, scenario: str, rate: float, share: float = 1.0, **extra: Any) -> Result:
+        nonlocal cursor
         if scenario != "healthz":
-            extra["events"] = events
+            extra.update(events=events, offset=cursor)
+            if not rate:  # closed loop: bounded, so that the later runs have their slices
+                per = extra.get("batch_size", 1)
+                extra["max_requests"] = max(1, int((available - cursor) * share) // per)
+        before = service_counters(port)
         result = ingest.loadgen(port, pid, label, scenario=scenario, rate=round(rate, 1),
                                 **timing, **extra)  # fmt: skip
         runs.append(result)
         if result["errors"] or (rate and result["achieved_rps"] < 0.97 * rate):
             drain(port)
+        after = service_counters(port)  # after the drain: a backlog decided late counts too
+        result["late_events"] = after["late_events"] - before["late_events"]
+        result["late_events_total"] = after["late_events"]
+        result["duplicate_events"] = after["duplicates"] - before["duplicates"]
+        replay = result.get("replay")
+        if replay is not None:
+            cursor += replay["events_sent"]
+            result["outcome_mix"] = outcome_mix(result.get("outcomes", {}))
+            result["server_outcomes"] = dict(after["outcomes"] - before["outcomes"])
+            if replay["exhausted"] or replay["short"]:
+                console.print(
+                    f"  [yellow]warning[/]: the live segment ran out for this run ({replay});"
+                    " give --replay-days more days",
+                    highlight=False,
+                )
+        if result["late_events"] or result["duplicate_events"]:
+            console.print(
+                f"  [yellow]note[/]: {result['late_events']} late, "
+                f"{result['duplicate_events']} repeated events in this run",
+                highlight=False,
+            )
         return result
 
     with ingest.service(workload.root, None, workload.project) as (port, pid):
-        console.print(f"[bold]service[/] pid {pid} on 127.0.0.1:{port}")
+        console.print(
+            f"[bold]service[/] pid {pid} on 127.0.0.1:{port}; {available:,} live transactions"
+            " to replay at their recorded times, each run its own slice",
+            highlight=False,
+        )
         floor = run("healthz max", "healthz", 0)["achieved_rps"]
-        decide_max = run("decide max", "decide", 0)["achieved_rps"]
+        decide_max = run("decide max", "decide", 0, share=0.25)["achieved_rps"]
         at_70 = 0.7 * floor
         rates = sorted(
             {round(decide_max * f, 1) for f in args.decide_fractions} | {round(at_70, 1)}
@@ -662,15 +763,17 @@ def over_http(workload: Workload, args: argparse.Namespace) -> tuple[list[Result
         for rate in rates:
             fixed[rate] = run("decide fixed", "decide", rate)
         size = args.batch_size
-        batch_max = run("batch max", "batch", 0, batch_size=size)
+        batch_max = run("batch max", "batch", 0, share=0.5, batch_size=size)
         for share in args.batch_fractions:
             run("batch fixed", "batch", batch_max["achieved_rps"] * share, batch_size=size)
+        final = service_counters(port)
     target_run = fixed[round(at_70, 1)]
     batch_best = max(
         (r for r in runs if r["scenario"] == "batch" and r["errors"] == 0),
         key=lambda r: r["events_per_s"],
         default=batch_max,
     )
+    replayed = [r for r in runs if "replay" in r]
     summary = {
         "floor_healthz_max_rps": floor,
         "decide_max_rps": decide_max,
@@ -681,6 +784,14 @@ def over_http(workload: Workload, args: argparse.Namespace) -> tuple[list[Result
         "decide_at_70pct_floor_errors": target_run["errors"],
         "batch_max_decisions_per_s": batch_max["events_per_s"],
         "batch_best_errorless_decisions_per_s": batch_best["events_per_s"],
+        "replay_transactions": available,
+        "replay_transactions_sent": cursor,
+        "replay_runs_short_of_events": sum(
+            bool(r["replay"]["exhausted"] or r["replay"]["short"]) for r in replayed
+        ),
+        "late_events_total": final["late_events"],
+        "duplicate_events_total": final["duplicates"],
+        "outcome_mix_all_runs": outcome_mix(final["outcomes"]),
     }
     return runs, summary
 
@@ -722,6 +833,43 @@ def print_in_process(result: Result) -> None:
     )
 
 
+def print_outcomes(in_proc: Result, runs: list[Result]) -> None:
+    """The outcome mix of the HTTP runs next to the in-process one: the same kind of workload."""
+    table = Table(title="outcome mix of the decisions: in-process and each HTTP run's slice")
+    columns = ("run", "decisions", *OUTCOMES, "late", "repeats", "slice", "event time")
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("run", "event time") else "right")
+
+    def shares(mix: Result) -> list[str]:
+        return [f"{mix[o]:.1%}" if mix.get(o) is not None else "-" for o in OUTCOMES]
+
+    checks = in_proc["checks"]
+    decided = sum(v for k, v in checks.items() if k.startswith("outcome:"))
+    table.add_row("in-process", f"{decided:,}", *shares(in_proc["outcome_mix"]), "", "", "", "")
+    for r in runs:
+        replay = r.get("replay")
+        if replay is None:
+            continue
+        rate = "closed" if r["offered_rps"] is None else f"{r['offered_rps']:g}/s"
+        first, last = replay["first_occurred_at"] or "", replay["last_occurred_at"] or ""
+        table.add_row(
+            f"{r['label']} {rate}",
+            f"{sum(r.get('outcomes', {}).values()):,}",
+            *shares(r["outcome_mix"]),
+            str(r["late_events"]),
+            str(r["duplicate_events"]),
+            f"{replay['first']:,}+{replay['events_sent']:,}",
+            f"{first[:16]} .. {last[5:16]}",
+        )
+    console.print(table)
+    console.print(
+        "decisions: answered to the load generator (warm-up included); late: events behind the"
+        " service's latest event time by more than allowed_lateness (its /metrics); repeats:"
+        " event ids already stored (0: no event sent twice); slice: first transaction + sent.",
+        highlight=False,
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     def floats(text: str) -> list[float]:
         return [float(x) for x in text.split(",") if x.strip()]
@@ -732,7 +880,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--customers", type=int, default=1000)
     p.add_argument("--days", type=int, default=30)
-    p.add_argument("--live-days", type=int, default=4, help="the decided tail of the stream")
+    p.add_argument(
+        "--live-days", type=int, default=4, help="live days decided in-process (after history)"
+    )
+    p.add_argument(
+        "--replay-days",
+        type=int,
+        default=None,
+        help="live days replayed over HTTP, each run its own slice (default: 90, --quick 45)",
+    )
     p.add_argument("--rules", type=int, default=5000)
     p.add_argument("--trees", type=int, default=200, help="0: no model")
     p.add_argument("--warmup-decisions", type=int, default=500)
@@ -755,6 +911,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.customers, args.days, args.live_days = min(args.customers, 300), min(args.days, 12), 2
         args.warmup, args.duration, args.warmup_decisions = 1.0, 3.0, 100
         args.decide_fractions, args.batch_fractions = [0.5], [0.5]
+    if args.replay_days is None:
+        args.replay_days = 45 if args.quick else 90
     return args
 
 
@@ -767,7 +925,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         workload = build_workload(
             root, customers=args.customers, days=args.days, live_days=args.live_days,
-            rules=args.rules, trees=args.trees, say=console.print,
+            replay_days=args.replay_days, rules=args.rules, trees=args.trees, say=console.print,
         )  # fmt: skip
         gc.collect()
         in_proc = in_process(workload, args.warmup_decisions)
@@ -777,6 +935,7 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_http:
             runs, http = over_http(workload, args)
             ingest.print_table(runs)
+            print_outcomes(in_proc, runs)
             for key, value in http.items():
                 console.print(f"{key}: [bold]{value}[/]")
     finally:

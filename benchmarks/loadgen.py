@@ -13,6 +13,15 @@ HTTP/1.1 is spoken over raw asyncio streams (a few lines, no parsing library), b
 2-core box httpx costs more CPU per request than the service being measured. Bodies are built
 before the clock starts, so generating events does not slow sending. ``--serve-trivial PORT``
 runs a fixed-answer server, to measure this generator's own ceiling.
+
+``--events FILE --offset N`` replays recorded events (JSONL, in event-time order) as they were
+recorded: event id and event time kept, request ``i`` carrying the next one (or the next
+``--batch-size``) from line ``N`` on, never wrapping around. Event time and wall time are
+decoupled, as in a replay of history; the order is kept per connection, and across connections
+up to the requests in flight. The run stops when the file is used up (closed loop) or builds no
+more requests than it holds (open loop; ``replay.short`` says so); ``replay.events_sent`` says
+where the next run's slice starts, so that no event is sent twice. The outcomes of the decisions
+answered (``decide``, ``batch``) are counted in ``outcomes``.
 """
 
 from __future__ import annotations
@@ -52,13 +61,8 @@ class EventFactory:
         customers: int,
         seed: int,
         rate: float,
-        replay: list[dict[str, Any]] | None = None,
     ) -> None:
         self.rng = random.Random(seed)
-        # ``--events FILE``: transactions are these (e.g. the demo bank's), in order from a
-        # seed-dependent offset, each with a fresh event_id and the scheduled time.
-        self.replay = replay or []
-        self.replay_at = (seed * 7919) % len(self.replay) if self.replay else 0
         self.run_id = run_id
         self.customers = customers
         self.merchants = [f"m{i:05d}" for i in range(2000)]
@@ -84,9 +88,6 @@ class EventFactory:
         return c, f"cust{c:06d}", f"dev{c:06d}-{self.rng.randrange(2)}"
 
     def transaction(self, i: int) -> dict[str, Any]:
-        if self.replay:
-            recorded = self.replay[(self.replay_at + self.n) % len(self.replay)]
-            return {**recorded, **self._common("transaction", i)}
         r = self.rng
         c, customer, device = self._party()
         ev = self._common("transaction", i)
@@ -155,6 +156,51 @@ class EventFactory:
         return None
 
 
+class Replay:
+    """Recorded events, one JSON object a line in event-time order, sent as they are: request
+    ``i`` carries line ``offset + i`` (``decide``) or the ``per`` lines from ``offset + i * per``
+    (``batch``). Lines are not parsed: the bodies are the recorded bytes."""
+
+    def __init__(self, path: Path, offset: int, per: int) -> None:
+        self.lines = [line for line in path.read_bytes().splitlines() if line.strip()]
+        if not 0 <= offset <= len(self.lines):
+            raise ValueError(f"--offset {offset} is outside the {len(self.lines)} events of {path}")
+        self.offset = offset
+        self.per = per
+        self.requests = (len(self.lines) - offset) // per  # the most this run can send
+
+    def body(self, scenario: str, i: int) -> bytes:
+        at = self.offset + i * self.per
+        if scenario == "batch":
+            return b"[" + b",".join(self.lines[at : at + self.per]) + b"]"
+        return self.lines[at]
+
+    def summary(self, sent: int, short: bool) -> dict[str, Any]:
+        """Which events the run sent: ``events_sent`` from ``first``, the next run starts after."""
+        events = sent * self.per
+
+        def occurred(at: int) -> str | None:
+            return orjson.loads(self.lines[at])["occurred_at"] if events else None
+
+        return {
+            "first": self.offset,
+            "events_sent": events,
+            "events_available": len(self.lines) - self.offset,
+            "first_occurred_at": occurred(self.offset),
+            "last_occurred_at": occurred(self.offset + events - 1),
+            "exhausted": sent >= self.requests,  # nothing left for this run's next request
+            "short": short,  # open loop: the schedule needed more events than were left
+        }
+
+
+def outcomes_of(scenario: str, body: bytes) -> list[str]:
+    """The top-level outcomes of a decision answer (one, or a batch's)."""
+    answer = orjson.loads(body)
+    if scenario == "batch":
+        return [d.get("outcome", "?") for d in answer.get("decisions", ())]
+    return [answer.get("outcome", "?")]
+
+
 def request_bytes(path: str, body: Body) -> bytes:
     if body is None:
         return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
@@ -165,8 +211,10 @@ def request_bytes(path: str, body: Body) -> bytes:
     return head.encode() + body
 
 
-async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes) -> int:
-    """Send one request, read one response (Content-Length framing); return the status code."""
+async def exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: bytes
+) -> tuple[int, bytes]:
+    """Send one request, read one response (Content-Length framing); its status and body."""
     writer.write(req)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
@@ -176,17 +224,23 @@ async def exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, r
             length = int(line[15:])
         elif line.lower().startswith(b"transfer-encoding"):
             raise ValueError("chunked responses are not supported")
-    if length:
-        await reader.readexactly(length)
-    return status
+    return status, (await reader.readexactly(length) if length else b"")
 
 
 class Run:
-    def __init__(self, args: argparse.Namespace, make: Callable[[int], bytes]) -> None:
+    def __init__(
+        self, args: argparse.Namespace, make: Callable[[int], bytes], limit: int | None = None
+    ) -> None:
+        """``limit``: the most requests there are bodies for (a replay's events)."""
         self.args = args
         self.make = make
         self.open_loop = args.rate > 0
         self.total = math.ceil(args.rate * (args.warmup + args.duration)) if self.open_loop else 0
+        self.max_requests = args.max_requests if limit is None else min(args.max_requests, limit)
+        self.short = self.open_loop and self.total > self.max_requests
+        self.total = min(self.total, self.max_requests)
+        self.count_outcomes = args.scenario in ("decide", "batch")
+        self.outcomes: Counter[str] = Counter()  # of every decision answered, warm-up included
         self.bodies = [make(i) for i in range(self.total)]  # prebuilt: no generation while timed
         self.next = 0
         self.t0 = 0.0
@@ -207,7 +261,7 @@ class Run:
             due = self.t0 + i / a.rate
             self.backlog_max = max(self.backlog_max, int((now - due) * a.rate))
         else:
-            if now >= self.t0 + a.warmup + a.duration or i >= a.max_requests:
+            if now >= self.t0 + a.warmup + a.duration or i >= self.max_requests:
                 return None
             due = now
         self.next += 1
@@ -242,8 +296,10 @@ class Run:
                 sent = time.perf_counter()
                 due = due if self.open_loop else sent  # closed loop: body generation not timed
                 try:
-                    status = await asyncio.wait_for(exchange(reader, writer, req), a.timeout)
+                    status, body = await asyncio.wait_for(exchange(reader, writer, req), a.timeout)
                     outcome = "ok" if status == 200 else f"http_{status}"
+                    if status == 200 and self.count_outcomes:
+                        self.outcomes.update(outcomes_of(a.scenario, body))
                 except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as exc:
                     outcome = type(exc).__name__
                     writer.close()  # the stream is out of step now: reconnect
@@ -303,8 +359,10 @@ class Run:
             "send_lag_ms": {"p50": pct(lags, 0.5), "p99": pct(lags, 0.99)},
             "client_backlog_max": self.backlog_max,
             "completed_total": self.completed,  # warm-up included: for CPU per request
+            "sent_total": self.next,  # requests sent (open loop: the unsent are not)
             "wall_s": round(wall, 3),
             "client_cpu": round(cpu / wall, 3) if wall > 0 else None,
+            **({"outcomes": dict(sorted(self.outcomes.items()))} if self.count_outcomes else {}),
         }
 
 
@@ -347,7 +405,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-requests", type=int, default=1_000_000, help="closed-loop bound")
     p.add_argument("--customers", type=int, default=5000, help="size of the entity pools")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--events", type=Path, help="JSONL transactions to replay (decide, batch)")
+    p.add_argument("--events", type=Path, help="JSONL events to replay as recorded (decide, batch)")
+    p.add_argument("--offset", type=int, default=0, help="--events: the first line to send")
     p.add_argument("--run-id", default=f"lg{time.time_ns():x}", help="event_id prefix")
     p.add_argument("--serve-trivial", type=int, metavar="PORT", help="run the trivial server")
     return p.parse_args(argv)
@@ -365,16 +424,22 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.scenario == "batch" and args.batch_size < 1:
         sys.exit("--batch-size must be >= 1")
-    replay = None
-    if args.events is not None:
-        replay = [orjson.loads(line) for line in args.events.read_bytes().splitlines() if line]
-    factory = EventFactory(args.run_id, args.customers, args.seed, args.rate, replay)
     path = PATHS[args.scenario]
+    replay = None
+    if args.events is not None and args.scenario in ("decide", "batch"):
+        per = args.batch_size if args.scenario == "batch" else 1
+        replay = Replay(args.events, args.offset, per)
+    factory = EventFactory(args.run_id, args.customers, args.seed, args.rate)
 
     def make(i: int) -> bytes:
+        if replay is not None:
+            return request_bytes(path, replay.body(args.scenario, i))
         return request_bytes(path, factory.body(args.scenario, i, args.batch_size))
 
-    result = asyncio.run(Run(args, make).go())
+    run = Run(args, make, replay.requests if replay is not None else None)
+    result = asyncio.run(run.go())
+    if replay is not None:
+        result["replay"] = replay.summary(run.next, run.short)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 
 

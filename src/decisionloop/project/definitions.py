@@ -208,7 +208,7 @@ class ModelRefSpec(Strict):
         default=3, ge=0, le=50, description="Top feature contributions kept in the reason"
     )
     timeout_ms: float = Field(
-        default=5.0,
+        default=50.0,
         gt=0.0,
         le=1000.0,
         description="A score that took longer is discarded: the decision is rules-only, degraded",
