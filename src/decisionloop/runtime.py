@@ -5,6 +5,7 @@ The one place that picks adapters by ``type:``; everything else receives what it
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import gc
 from collections.abc import Callable
@@ -106,6 +107,9 @@ def settle_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+    # Frozen objects outlive the interpreter's final collection; DuckDB's bindings (nanobind)
+    # then report them as leaks on exit. Unfrozen at exit, they are freed as usual.
+    atexit.register(gc.unfreeze)
     young, middle, _ = gc.get_threshold()
     gc.set_threshold(young, middle, NEVER)
 
