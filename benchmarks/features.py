@@ -12,6 +12,9 @@ point-in-time correct on late rows — that difference is counted). Runs alterna
 the median of per-pair ratios, on wall time and on this process's CPU time (DuckDB's threads run in
 it): on a shared 2-core box the CPU ratio is the steadier of the two. ``--verify`` replays the
 same million events through the online engine and counts mismatching values (expected: 0).
+When pyspark is importable (the ``spark`` extra; ``--no-spark`` skips it) the same compiled
+definitions run on Spark local mode over the same events (moved through Parquet, outside the
+timing) and every value is compared with DuckDB's (expected: 0 mismatches).
 
 Output: a table on stdout and ``benchmarks/results/features.json``. Nothing is asserted; targets
 (online p99 <= 50 us for 50 features, offline <= 1.2x the hand-written query) are reported as met
@@ -386,7 +389,9 @@ def timed(run: Callable[[], Any]) -> tuple[float, float, Any]:
     return time.perf_counter() - wall, time.process_time() - cpu, result
 
 
-def bench_offline(project: Project, count: int, repeats: int, verify: bool) -> Result:
+def bench_offline(
+    project: Project, count: int, repeats: int, verify: bool, spark: bool = False
+) -> Result:
     workdir = Path(tempfile.mkdtemp(prefix="dl-features-"))
     connection = duckdb.connect(str(workdir / "source.duckdb"))
     started = time.perf_counter()
@@ -426,6 +431,8 @@ def bench_offline(project: Project, count: int, repeats: int, verify: bool) -> R
     }
     if verify:
         result["online_verification"] = verify_online(project, connection, ours)
+    if spark:
+        result["spark"] = bench_spark(project, connection, ours, workdir)
     connection.close()
     for path in workdir.iterdir():
         path.unlink()
@@ -450,6 +457,52 @@ def differing_rows(ours: Any, theirs: Any) -> Result:
     return {
         "any_bit": int(joined.filter(exact).height),
         "beyond_1e-9": int(joined.filter(beyond).height),
+    }
+
+
+def spark_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("pyspark") is not None
+
+
+def bench_spark(
+    project: Project, connection: duckdb.DuckDBPyConnection, duck: Any, workdir: Path
+) -> Result:
+    """The compiled query on Spark local mode (all cores), one run after loading the events;
+    every value compared with DuckDB's: same nulls, same numbers to the bit."""
+    import polars as pl
+
+    from decisionloop.features.spark import load_source, local_session, spark_features
+
+    started = time.perf_counter()
+    cores = os.cpu_count() or 2
+    session = local_session(cores=cores, shuffle_partitions=4 * cores, memory="4g")
+    events = load_source(session, connection, workdir).cache()
+    loaded = events.count()
+    prepared = time.perf_counter() - started
+    wall, _, table = timed(lambda: spark_features(session, events, project).toArrow())
+    theirs = pl.from_arrow(table)
+    assert isinstance(theirs, pl.DataFrame)
+    session.stop()
+    names = duck.columns[1:]
+    differing = int(theirs.height != duck.height or theirs.columns != duck.columns)
+    if not differing:
+        differing = int((theirs["event_id"] != duck["event_id"]).sum())
+    mismatches = 0
+    if not differing:
+        for name in names:
+            a, b = duck[name], theirs[name]
+            nulls = a.is_null() != b.is_null()
+            mismatches += int(((a != b).fill_null(False) | nulls).sum())
+    return {
+        "master": f"local[{cores}]",
+        "events": loaded,
+        "load_s": round(prepared, 1),
+        "seconds": round(wall, 1),
+        "values_compared": duck.height * len(names),
+        "rows_out_of_order_or_missing": differing,
+        "mismatches": mismatches,
     }
 
 
@@ -504,6 +557,7 @@ def main() -> None:
     parser.add_argument("--offline-events", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-verify", dest="verify", action="store_false")
+    parser.add_argument("--no-spark", dest="spark", action="store_false")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks/results/features.json")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # DuckDB's notes on Arrow copies
@@ -525,7 +579,11 @@ def main() -> None:
         ]
         console.print(f"offline: {args.offline_events:,} events ...")
         report["offline"] = bench_offline(
-            offline_project, args.offline_events, args.repeats, args.verify
+            offline_project,
+            args.offline_events,
+            args.repeats,
+            args.verify,
+            spark=args.spark and spark_available(),
         )
     report["machine"]["loadavg_end"] = list(os.getloadavg())
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -577,6 +635,14 @@ def show(report: Result) -> None:
         v = offline["online_verification"]
         table.add_row(
             "online vs offline mismatches", f"{v['mismatches']} of {v['values_compared']:,}", "0"
+        )
+    if "spark" in offline:
+        sp = offline["spark"]
+        table.add_row(f"offline on Spark {sp['master']} (s)", str(sp["seconds"]), "")
+        table.add_row(
+            "Spark vs DuckDB mismatches",
+            f"{sp['mismatches'] + sp['rows_out_of_order_or_missing']} of {sp['values_compared']:,}",
+            "0",
         )
     console.print(table)
 
