@@ -99,7 +99,12 @@ def _rows_to_tables(rows: list[Row]) -> tuple[pa.Table, pa.Table]:
 
 
 class DuckDBSourceLog:
-    def __init__(self, path: Path, max_group: int = 1024, load_interval: float = 0.25) -> None:
+    # Journaled records move into DuckDB once a second: each load is a DuckDB commit (its own WAL
+    # fsync on the same disk as the journal's) and a burst of GIL-holding Arrow conversion. At
+    # 500 /v1/decide per second, loading every 0.25 s instead gave p99 10.7 ms against 8.2 ms
+    # and 1.15 against 0.99 ms of server CPU per request (4 alternating runs each). Readers in
+    # this process flush first; decisions not yet loaded are answered from memory.
+    def __init__(self, path: Path, max_group: int = 1024, load_interval: float = 1.0) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.max_group = max_group
