@@ -41,11 +41,8 @@ def suggest_features(
     project: Project, event_type: str | None = None, label: str = "fraud", prefix: str = "txn"
 ) -> Suggestion:
     """The starter features file for ``event_type`` (default: the only decided type)."""
-    chosen = event_type or _decided_type(project)
-    spec = project.event_types.get(chosen)
-    if spec is None:
-        known = ", ".join(sorted(project.event_types)) or "none"
-        raise InputError("unknown event type", [Problem("--event-type", f"declared: {known}")])
+    chosen = project.event_type_named(event_type)
+    spec = project.event_types[chosen]
     entities = [e for e in spec.entities if e in project.entities]
     if not entities:
         raise InputError(
@@ -116,11 +113,3 @@ def suggest_features(
     return Suggestion(
         chosen, entities, amount, label if labelled else None, "\n".join(lines) + "\n"
     )
-
-
-def _decided_type(project: Project) -> str:
-    decided = sorted(project.strategies)
-    if len(decided) != 1:
-        reason = f"the project decides {', '.join(decided) or 'no'} event types: choose one"
-        raise InputError("which event type?", [Problem("--event-type", reason)])
-    return decided[0]

@@ -30,7 +30,7 @@ import polars as pl
 
 from decisionloop.errors import InputError, NotFoundError, Problem
 from decisionloop.ml.prequential import Metrics, Protocol, score, split
-from decisionloop.ml.train import Estimator, LightGBMEstimator
+from decisionloop.ml.train import Estimator, LightGBMEstimator, feature_matrix
 from decisionloop.ml.training import training_frame
 from decisionloop.ops.store import OpsStore
 from decisionloop.project.loader import Project
@@ -90,7 +90,7 @@ def evaluate(
     """Run the protocol (see the module doc). ``event_type``: the decided type to evaluate;
     by default the only one the project's strategies decide."""
     learner = estimator if estimator is not None else LightGBMEstimator()
-    event_type = event_type or _decided_type(project)
+    event_type = project.event_type_named(event_type)
     _check_entity(project, event_type, entity)
     start, end = protocol.start, protocol.end
     training = training_frame(
@@ -127,16 +127,16 @@ def evaluate(
             ],
         )
     y = train["label"].to_numpy().astype(np.float64)
-    alone = learner.fit(_matrix(train, names), y, names)
-    stacked = learner.fit(_matrix(train, [*names, *RULE_INPUTS]), y, [*names, *RULE_INPUTS])
+    alone = learner.fit(feature_matrix(train, names), y, names)
+    stacked = learner.fit(feature_matrix(train, [*names, *RULE_INPUTS]), y, [*names, *RULE_INPUTS])
     window = frame.filter(pl.col("occurred_at") >= protocol.at_day(protocol.test_first_day))
     predictions = window.select("event_id").with_columns(
-        pl.Series("score", learner.predict(alone, _matrix(window, names)))
+        pl.Series("score", learner.predict(alone, feature_matrix(window, names)))
     )
     test = parts.test.join(predictions, on="event_id", how="left").with_columns(
         pl.Series(
             "rules+model",
-            learner.predict(stacked, _matrix(parts.test, [*names, *RULE_INPUTS])),
+            learner.predict(stacked, feature_matrix(parts.test, [*names, *RULE_INPUTS])),
         ),
         # Severity first, then the added score (squashed below one severity step).
         (
@@ -154,19 +154,8 @@ def evaluate(
     )
 
 
-def _decided_type(project: Project) -> str:
-    decided = sorted(project.strategies)
-    if len(decided) != 1:
-        reason = f"the project decides {', '.join(decided) or 'no'} event types: choose one"
-        raise InputError("which event type?", [Problem("--event-type", reason)])
-    return decided[0]
-
-
 def _check_entity(project: Project, event_type: str, entity: str) -> None:
-    spec = project.event_types.get(event_type)
-    if spec is None:
-        known = ", ".join(sorted(project.event_types)) or "none"
-        raise InputError("unknown event type", [Problem("--event-type", f"declared: {known}")])
+    spec = project.event_types[event_type]
     keys = {project.entities[e].key for e in spec.entities if e in project.entities}
     if entity not in keys and entity not in spec.fields:
         choices = ", ".join(sorted(keys)) or "none"
@@ -186,9 +175,3 @@ def _entity_values(
     parameters = {"path": f"$.{entity}", "type": event_type, "start": start, "end": end}
     frame: pl.DataFrame = conn.sql(sql, params=parameters).pl()
     return frame.rename({"value": ENTITY})
-
-
-def _matrix(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
-    if not names:
-        return np.zeros((frame.height, 0))
-    return frame.select(names).to_numpy().astype(np.float64)  # NULL -> NaN

@@ -45,6 +45,7 @@ __all__ = [
     "LightGBMEstimator",
     "SklearnEstimator",
     "TrainResult",
+    "feature_matrix",
     "fit_and_register",
     "split_by_time",
 ]
@@ -190,7 +191,8 @@ def _metrics(y: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _matrix(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
+def feature_matrix(frame: pl.DataFrame, names: list[str]) -> np.ndarray:
+    """The named columns as float64, NULL as NaN (what LightGBM and the walker read)."""
     if not names:
         return np.zeros((frame.height, 0))
     return frame.select(names).to_numpy().astype(np.float64)  # NULL -> NaN
@@ -231,9 +233,9 @@ def fit_and_register(
             ],
         )
     names = training.feature_names
-    model = estimator.fit(_matrix(fit_part, names), y, names)
+    model = estimator.fit(feature_matrix(fit_part, names), y, names)
     y_held = held_out["target"].to_numpy().astype(np.int64)
-    scores = estimator.predict(model, _matrix(held_out, names))
+    scores = estimator.predict(model, feature_matrix(held_out, names))
     metrics = {
         "validation": _metrics(y_held, scores) if len(y_held) else {"rows": 0, "positives": 0},
         "training": {"rows": len(y), "positives": int(y.sum())},

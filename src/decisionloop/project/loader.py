@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from decisionloop.errors import DefinitionError, ExpressionError, Problem
+from decisionloop.errors import DefinitionError, ExpressionError, InputError, Problem
 from decisionloop.features.derived import DerivedSpec
 from decisionloop.features.links import link_problems
 from decisionloop.features.templates import (
@@ -78,6 +78,20 @@ class Project:
     origins: dict[str, tuple[str, tuple[str | int, ...]]] = field(default_factory=dict)
     fingerprint: str = ""
     problems: list[Problem] = field(default_factory=list)  # kept when loaded with strict=False
+
+    def event_type_named(self, event_type: str | None, where: str = "--event-type") -> str:
+        """``event_type`` if the project declares it; without one, the only type a strategy
+        decides. Commands that work on one decided type (evaluate, features suggest) ask this."""
+        if event_type is None:
+            decided = sorted(self.strategies)
+            if len(decided) != 1:
+                reason = f"the project decides {', '.join(decided) or 'no'} event types: choose one"
+                raise InputError("which event type?", [Problem(where, reason)])
+            return decided[0]
+        if event_type not in self.event_types:
+            known = ", ".join(sorted(self.event_types)) or "none"
+            raise InputError("unknown event type", [Problem(where, f"declared: {known}")])
+        return event_type
 
     def locate(self, key: str, *path: str | int) -> tuple[LocatedDocument, tuple[str | int, ...]]:
         doc_name, base = self.origins[key]
