@@ -49,6 +49,8 @@ features:
      windows: [1h, 7d], event_types: [transaction], include_current: false}
   - {name: big_fraud, entity: terminal, aggregation: labelled_count, label: fraud,
      windows: [7d], event_types: [transaction], filter: amount >= 100}
+  - {name: known_fraud_share, entity: terminal, aggregation: labelled_share, label: fraud,
+     windows: [7d], label_delay: 2d, event_types: [transaction]}
 """,
 }
 NAMES = [
@@ -182,6 +184,33 @@ def test_events_after_the_label_see_it_online_and_offline(project: Project) -> N
     assert by_id["l0"]["terminal.fraud_share_7d"] is None  # no terminal: NULL
 
 
+def test_a_label_delay_counts_only_events_old_enough_for_their_labels(project: Project) -> None:
+    """``label_delay: 2d`` over 7 days: the events in (t - 9d, t - 2d], labels as known at t."""
+    day = timedelta(days=1)
+    raws = [
+        txn(0, 0 * day),
+        txn(1, 1 * day),
+        label("l0", "e0", 1 * day + timedelta(hours=1)),
+        txn(2, 3 * day),
+        txn(3, 4 * day),  # sees e0 (labelled) and e1: not e2, too recent
+        label("l1", "e1", 5 * day),  # learnt after e3: e3 never counts it
+        txn(5, 6 * day),  # e0..e3, two labelled
+        txn(6, 9 * day + timedelta(hours=12)),  # e1, e2, e3, e5: e0 has left
+    ]
+    seen = online(project, raws)
+    rows = offline(project, store(raws))
+    name = "terminal.known_fraud_share_7d"
+    for values, row in zip(seen, rows, strict=True):
+        assert values.get(name) == row[name], row["event_id"]
+    by_id = {row["event_id"]: row for row in rows}
+    assert by_id["e0"][name] is None  # nothing is two days old yet
+    assert by_id["e1"][name] is None
+    assert by_id["e3"][name] == 1 / 2
+    assert by_id["e3"]["terminal.fraud_share_7d"] == 1 / 4  # undelayed: diluted by e2, e3
+    assert by_id["e5"][name] == 2 / 4
+    assert by_id["e6"][name] == 1 / 4
+
+
 def test_labels_are_forgotten_with_the_events_they_name(project: Project) -> None:
     engine = build_engine(project)
     raws = [txn(i, timedelta(hours=i)) for i in range(0, 24 * 20, 6)]
@@ -191,10 +220,12 @@ def test_labels_are_forgotten_with_the_events_they_name(project: Project) -> Non
         engine.features.observe(engine.catalog.validate(raw))
     groups = [g for g in engine.features.groups if g.labelled]
     assert groups
-    week = 7 * 86400 * 1_000_000
-    for group in groups:
+    for group in groups:  # ids are kept for the longest window (9 days with its delay) only
+        assert group.retention == 9 * 86400 * 1_000_000 + 300 * 1_000_000
         assert not group.pending
-        assert len(group.ids) <= week // (6 * 3600 * 1_000_000) + 8
+        # ... plus what arrives between two sweeps (every bucket: a quarter of the retention).
+        kept = group.retention + group.bucket_us
+        assert len(group.ids) <= kept // (6 * 3600 * 1_000_000) + 1
 
 
 def test_labelled_definitions_are_checked(tmp_path: Path, project: Project) -> None:
@@ -207,6 +238,16 @@ def test_labelled_definitions_are_checked(tmp_path: Path, project: Project) -> N
         FeatureSpec(
             name="x", entity="terminal", aggregation="count", label="fraud", windows=["1h"],
             event_types=["transaction"],
+        )  # fmt: skip
+    with pytest.raises(ValidationError, match="`label_delay` is only read by labelled_count"):
+        FeatureSpec(
+            name="x", entity="terminal", aggregation="count", label_delay="7d", windows=["1h"],
+            event_types=["transaction"],
+        )  # fmt: skip
+    with pytest.raises(ValidationError, match="must look like"):
+        FeatureSpec(
+            name="x", entity="terminal", aggregation="labelled_count", label="fraud",
+            label_delay="a week", windows=["1h"], event_types=["transaction"],
         )  # fmt: skip
     for name, text in FILES.items():
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)

@@ -160,6 +160,10 @@ features:
      windows: [1h], event_types: [txn]}
   - {name: device_fraud, entity: device, aggregation: labelled_share, label: fraud,
      windows: [1m], event_types: [txn, login], include_current: false}
+  - {name: fraud_share_known, entity: customer, aggregation: labelled_share, label: fraud,
+     windows: [1m, 1h], label_delay: 1m, event_types: [txn]}
+  - {name: device_fraud_known, entity: device, aggregation: labelled_count, label: fraud,
+     windows: [10s], label_delay: 30s, event_types: [txn, login], include_current: false}
 derived:
   - {name: burst, expression: "customer.txns_1m * 2 + coalesce(amount_vs_avg, 0)",
      event_types: [txn]}
@@ -449,6 +453,9 @@ def definitions(draw: st.DrawFn) -> FeatureSpec:
         filter=draw(st.sampled_from([None, "amount > 0", "amount is null or amount < 100"])),
         include_current=draw(st.booleans()),
         label=draw(st.sampled_from(["fraud", "dispute"])) if aggregation in LABELLED else None,
+        label_delay=(
+            draw(st.sampled_from([None, "0s", "10s", "1m"])) if aggregation in LABELLED else None
+        ),
     )
 
 

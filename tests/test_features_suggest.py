@@ -30,6 +30,8 @@ def test_the_suggestion_compiles_with_predictable_names(project_dir: Path) -> No
     expected |= {"txn_hour_of_day", "txn_is_weekend"}
     expected |= {f"amount_vs_{entity}_avg_30d" for entity in ENTITIES}
     assert added == expected
+    rates = [f for f in load_project(project_dir).features if f.name == "fraud_rate"]
+    assert {f.label_delay for f in rates} == {"7d"}  # windows end a feedback delay ago
     inputs = model_inputs(load_project(project_dir), "transaction")
     assert "customer.fraud_rate_30d" in inputs
     assert "txn_is_weekend" in inputs
@@ -73,3 +75,15 @@ def test_without_label_events_there_are_no_label_rates(tmp_path: Path) -> None:
     (tmp_path / "features" / "suggested.yaml").write_text(suggestion.text)
     _, engine = compile_project(tmp_path)
     assert "customer.value_avg_30d" in engine.features.names
+
+
+def test_the_label_delay_is_configurable(project_dir: Path) -> None:
+    project = load_project(project_dir)
+    assert "label_delay: 2d" in suggest_features(project, label_delay="2d").text
+    undelayed = suggest_features(project, label_delay="0d")
+    assert undelayed.label_delay is None
+    assert "label_delay" not in undelayed.text
+    result = cli("features", "suggest", "--project", project_dir, "--label-delay", "a week")
+    assert result.exit_code == 2
+    assert "--label-delay" in plain(result.output)
+    assert not (project_dir / "features" / "suggested.yaml").exists()

@@ -187,3 +187,26 @@ def test_a_filter_error_in_a_template_is_reported_once_at_its_text(tmp_path: Pat
     found = [p for p in project.problems if p.file == "features/templates.yaml"]
     assert len(found) == 1
     assert found[0].line == at(root, "direction = =")[0]
+
+
+def test_a_label_delay_goes_to_the_label_rates_only_and_is_refused_elsewhere(
+    tmp_path: Path,
+) -> None:
+    rates = (
+        '  - name: "{label}_{aggregation}"\n'
+        "    entities: [customer]\n"
+        "    aggregations: [labelled_share, count]\n"
+        "    label: fraud\n"
+        "    label_delay: 7d\n"
+        "    windows: [7d]\n"
+        "    event_types: [transaction]\n"
+    )
+    root = write(tmp_path, TEMPLATES + rates)
+    delays = {f.aggregation: f.label_delay for f in load_project(root).features}
+    assert delays["labelled_share"] == "7d"
+    assert delays["count"] is None
+    root = write(tmp_path / "again", TEMPLATES + rates.replace("labelled_share, ", ""))
+    line, column = at(root, "7d", after="label_delay")
+    reasons = [(p.line, p.column, p.reason) for p in problems(root)]
+    expected = "no aggregation reads `label_delay` (only labelled_count, labelled_share)"
+    assert (line, column, expected) in reasons

@@ -20,12 +20,19 @@ def suggest(
         None, "--event-type", help="The decided type (default: the only one with a strategy)"
     ),
     label: str = typer.Option("fraud", "--label", help="The label the label rates count"),
+    label_delay: str = typer.Option(
+        "7d",
+        "--label-delay",
+        help="Label rates count only events at least this old (their labels have had time to "
+        "arrive); 0d: windows ending at the event",
+    ),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing file"),
     project: Path | None = typer.Option(None, "--project", "-p", help="Project folder"),
 ) -> None:
-    """Counts, sums and averages over 1, 7 and 30 days per entity, label rates, time of day,
-    weekend and amount-versus-own-history features, as editable templates. The project is
-    validated with the file in place; if it would not compile, nothing is written."""
+    """Counts, sums and averages over 1, 7 and 30 days per entity, label rates (over events
+    older than --label-delay), time of day, weekend and amount-versus-own-history features, as
+    editable templates. The project is validated with the file in place; if it would not
+    compile, nothing is written."""
     from decisionloop.cli.main import console, guarded, settings_for
     from decisionloop.engine.engine import compile_project
     from decisionloop.features.suggest import suggest_features
@@ -37,7 +44,9 @@ def suggest(
     if target.exists() and not force:
         guarded(lambda: _exists(target))
     loaded = guarded(lambda: load_project(root))
-    suggestion = guarded(lambda: suggest_features(loaded, event_type, label))
+    suggestion = guarded(
+        lambda: suggest_features(loaded, event_type, label, label_delay=label_delay)
+    )
     previous = target.read_text() if target.exists() else None
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(suggestion.text)

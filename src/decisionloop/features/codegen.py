@@ -245,6 +245,8 @@ def _output(i: int, o: Output) -> list[str]:
     if o.code in (FIRST_SEEN, SINCE_LAST):
         return _age(o, target, start, stop)
     if o.code in (LABELLED_COUNT, LABELLED_SHARE):
+        if o.near >= 0:  # label_delay: (t - delay - window, t - delay], never the current event
+            stop = f"s{o.near}"
         labelled = f"p{o.labelled}[{stop}] - p{o.labelled}[{start}]"
         if o.code == LABELLED_COUNT:
             return [f"{target}{labelled}"]

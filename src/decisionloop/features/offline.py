@@ -232,9 +232,9 @@ class _Compiler:
         self.field_types: dict[str, str] = {}
         self.problems: list[Problem] = []
         self.plan: dict[int, _Stream] = {}
-        # Label-aware counts: (stream, label) -> [(window, include)], each a column _l<n> of the
-        # CTE _lab<j> (j: the pair's position), keyed by the reading row's _seq.
-        self.labelled: dict[tuple[int, str], list[tuple[int, bool]]] = {}
+        # Label-aware counts: (stream, label) -> [(window, include, delay)], each a column _l<n>
+        # of the CTE _lab<j> (j: the pair's position), keyed by the reading row's _seq.
+        self.labelled: dict[tuple[int, str], list[tuple[int, bool, int]]] = {}
         # labelled_neighbours: (stream, neighbour entity, label) -> [(window, include)], each a
         # column _n<n> of the CTE _nb<j> (features/links.py).
         self.neighbours: dict[tuple[int, str, str], list[tuple[int, bool]]] = {}
@@ -550,11 +550,12 @@ class _Compiler:
                 )
             )
             counts = ", ".join(
-                f"count(CASE WHEN x._xt > e._t - {window} AND x._xs {'<=' if include else '<'} "
-                f"e._seq THEN 1 END) AS _l{c}"
-                for c, (window, include) in enumerate(columns)
+                f"count(CASE WHEN x._xt > e._t - {window + delay} "
+                + (f"AND x._xt <= e._t - {delay} " if delay else "")
+                + f"AND x._xs {'<=' if include else '<'} e._seq THEN 1 END) AS _l{c}"
+                for c, (window, include, delay) in enumerate(columns)
             )
-            longest = max(window for window, _ in columns)
+            longest = max(window + delay for window, _, delay in columns)
             ctes.append(
                 (
                     f"_lab{j}",
@@ -604,22 +605,26 @@ class _Compiler:
         aggregation = definition.spec.aggregation
         key = definition.key_field
 
-        def atom(kind: str, exclusive: bool = not include) -> str:
-            return "{atom:" + self._atom(key, (kind, i, window, not exclusive)) + "}"
+        def atom(kind: str, exclusive: bool = not include, width: int = window) -> str:
+            return "{atom:" + self._atom(key, (kind, i, width, not exclusive)) + "}"
 
         d = self.d
         if aggregation == "count":
             return atom("count")
         if aggregation in LABELLED:
             assert definition.spec.label is not None  # FeatureSpec requires it
+            delay = definition.delay_us
+            column = (window, include, delay)
             columns = self.labelled.setdefault((i, definition.spec.label), [])
-            if (window, include) not in columns:
-                columns.append((window, include))
+            if column not in columns:
+                columns.append(column)
             j = list(self.labelled).index((i, definition.spec.label))
-            value = f"coalesce(_lab{j}._l{columns.index((window, include))}, 0)"
+            value = f"coalesce(_lab{j}._l{columns.index(column)}, 0)"
             if aggregation == "labelled_count":
                 return value
             events = atom("count")
+            if delay:  # the events in (t - delay - window, t - delay]: two windows ending at t
+                events = f"({atom('count', width=window + delay)} - {atom('count', width=delay)})"
             return f"CASE WHEN {events} > 0 THEN {d.to_double(value)} / {d.to_double(events)} END"
         if aggregation == NEIGHBOURS:
             spec = definition.spec

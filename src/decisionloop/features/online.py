@@ -285,6 +285,9 @@ class Output:
     column: int = -1  # values column (min, max, distinct_count)
     integer: bool = False  # sum/avg of an integer field: integer arithmetic
     labelled: int = -1  # prefix counting the labelled events (labelled_count, labelled_share)
+    # label_delay: the window index of the delay, whose start ends the window; ``window`` is then
+    # the index of window + delay (the events in (t - delay - window, t - delay]).
+    near: int = -1
     counter: int = -1  # index into Group.counters (labelled_neighbours)
 
 
@@ -351,7 +354,13 @@ class Group:
                 continue
             if code in (LABELLED_COUNT, LABELLED_SHARE):
                 labelled = self._index(self.prefixes, ("labelled", f, spec.label))
-                self.outputs.append(Output(name, code, w, include, fed, labelled=labelled))
+                near = -1
+                if definition.delay_us:
+                    w = self._index(self.windows, width + definition.delay_us)
+                    near = self._index(self.windows, definition.delay_us)
+                self.outputs.append(
+                    Output(name, code, w, include, fed, labelled=labelled, near=near)
+                )
                 continue
             assert spec.field is not None  # resolve() refuses value aggregations without one
             slot = self._index(self.slots, (spec.field, definition.kind))
@@ -527,11 +536,12 @@ class OnlineFeature:
     windows: list[int]  # seconds, aligned with names
     group: Group
     lateness: int  # seconds
+    delay: int = 0  # seconds: label_delay
 
     @property
     def horizon(self) -> int:
         """Seconds of event time the state reaches back: the look-back a restart must replay."""
-        return max(self.windows) + self.lateness
+        return max(self.windows) + self.delay + self.lateness
 
     @property
     def state(self) -> dict[str, History]:
@@ -673,6 +683,7 @@ def compile_features(
                 windows=[w // US for w in definition.windows_us],
                 group=group,
                 lateness=lateness // US,
+                delay=definition.delay_us // US,
             )
         )
     return OnlineFeatures(compiled, allowed_lateness=lateness // US)

@@ -41,6 +41,17 @@ decided before it (nor does a label stamped with an early ``occurred_at``: only 
 ``labelled_count``: the number of events aggregated (as ``count`` would count them) that have at
 least one available label ``label`` (duplicates count once). ``labelled_share``: that number as a
 double divided by the ``count`` of the same events, NULL when there are none. Both read no field.
+
+*Delayed label rates.* With ``label_delay: D`` (``labelled_count`` and ``labelled_share`` only) each
+window moves back by ``D``: the events aggregated are the ones defined above but with
+``t_e - D - w < t_x <= t_e - D`` — events old enough for their labels to have arrived (chargebacks
+take days to weeks), so that a rate is not diluted by recent events whose labels cannot be known
+yet; this is how the fraud literature's delayed risk features count (terminal fraud rate over the
+windows ending a feedback delay ago). ``include_current`` has no effect then (``e`` is never that
+old), and a label still counts only when it was ingested before ``e``: the delay never lets a label
+learnt later leak in. The state reaches back ``w + D`` (retention and restart look-back include
+``D``). ``D = 0`` is the undelayed value.
+
 Imported history must therefore be loaded in the order the bank learnt things, each label stamped
 with the time it became known: the demo bank does (labels at ``label_at``, everything sorted by
 ``occurred_at``), so its ``seq`` order is the labels' availability order. A label that arrives
@@ -107,18 +118,20 @@ ingested before it, never one ingested after it.
 ``L`` being the project's ``allowed_lateness`` (one value for the project: lateness is a property
 of the event feeds, not of a definition; it decides one metric, one restart look-back and one rule
 for every feature). State is kept back to ``W - R``, the *retention* ``R`` being the longest window
-among the entity's definitions fed by the same event types, plus ``L``. So an in-time event — in
-order, tied, or out of order by up to ``L`` — sees exactly the values defined above, identical to
-the offline engine. An event later than ``L`` is still stored by the service and still feeds later
-events (they see it, online and offline alike), but the values it sees itself are best effort: its
-windows are cut at ``W - R`` (deterministically, so a restarted service answers the same), and if
-it is older than ``W - R`` it is not kept at all. Such events are counted in
-``OnlineFeatures.late_events`` (export it as a metric); offline values stay exact for them.
+(plus its ``label_delay``) among the entity's definitions fed by the same event types, plus
+``L``. So an in-time event — in order, tied, or out of order by up to ``L`` — sees exactly the
+values defined above, identical to the offline engine. An event later than ``L`` is still stored
+by the service and still feeds later events (they see it, online and offline alike), but the
+values it sees itself are best effort: its windows are cut at ``W - R`` (deterministically, so a
+restarted service answers the same), and if it is older than ``W - R`` it is not kept at all.
+Such events are counted in ``OnlineFeatures.late_events`` (export it as a metric); offline values
+stay exact for them.
 
 **Restart.** Online state is a cache of the source layer: replaying the events with
-``occurred_at >= latest - horizon`` (``horizon`` = the longest window of all + ``L``) in event-time
-order rebuilds the same state as uninterrupted operation (``OnlineFeatures.snapshot`` compares
-them); the service must also start its watermark there (it does, by replaying).
+``occurred_at >= latest - horizon`` (``horizon`` = the longest window, plus its delay, of all
++ ``L``) in event-time order rebuilds the same state as uninterrupted operation
+(``OnlineFeatures.snapshot`` compares them); the service must also start its watermark there
+(it does, by replaying).
 
 **Ingestion order online.** The online engine must observe events in ingestion order — the order
 of ``seq``. The service does (it observes an event and queues it for the source writer in one step
@@ -219,10 +232,12 @@ class Definition:
     names: tuple[str, ...]
     windows_us: tuple[int, ...]  # aligned with names
     kind: ValueKind
+    delay_us: int = 0  # label_delay: every window ends this long before the event
 
     @property
     def longest_us(self) -> int:
-        return max(self.windows_us)
+        """How far back in event time the values reach: the longest window, plus the delay."""
+        return max(self.windows_us) + self.delay_us
 
 
 def field_kind(
@@ -274,6 +289,7 @@ def resolve(
                 names=tuple(feature_names(spec)),
                 windows_us=tuple(window_seconds(w) * US for w in spec.windows),
                 kind=kind,
+                delay_us=spec.label_delay_seconds * US,
             )
         )
     if problems:

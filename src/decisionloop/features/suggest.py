@@ -6,7 +6,10 @@ For one decided event type (a transaction) and every entity it carries, the file
   (``customer.txn_count_7d``, ``customer.amount_sum_1d``, ``account.amount_avg_30d``);
 * label rates per entity over 1, 7 and 30 days — the share of the entity's events labelled
   ``fraud`` by a label that had arrived before the event (``labelled_share``: a chargeback learnt
-  weeks later never leaks into earlier events) — when the project declares ``label`` events;
+  weeks later never leaks into earlier events), counting only events older than a label delay
+  (``label_delay``, 7 days unless asked otherwise: the windows end that long before the event, so
+  that recent events, whose labels cannot be known yet, do not dilute the rate) — when the project
+  declares ``label`` events;
 * derived features: the hour of day, a weekend flag, and the amount relative to each entity's own
   30-day average.
 
@@ -21,11 +24,15 @@ from dataclasses import dataclass
 
 from decisionloop.errors import InputError, Problem
 from decisionloop.features.semantics import LABEL_EVENT
+from decisionloop.project.definitions import window_seconds
 from decisionloop.project.loader import Project
 
 __all__ = ["Suggestion", "suggest_features"]
 
 WINDOWS = ["1d", "7d", "30d"]
+# The feedback delay of the fraud literature's risk features: most confirmed frauds are reported
+# within a week (the demo bank's account takeovers within days, mule accounts within weeks).
+LABEL_DELAY = "7d"
 
 
 @dataclass(frozen=True)
@@ -34,13 +41,25 @@ class Suggestion:
     entities: list[str]
     amount_field: str | None
     label: str | None
+    label_delay: str | None
     text: str
 
 
 def suggest_features(
-    project: Project, event_type: str | None = None, label: str = "fraud", prefix: str = "txn"
+    project: Project,
+    event_type: str | None = None,
+    label: str = "fraud",
+    prefix: str = "txn",
+    label_delay: str | None = LABEL_DELAY,
 ) -> Suggestion:
-    """The starter features file for ``event_type`` (default: the only decided type)."""
+    """The starter features file for ``event_type`` (default: the only decided type);
+    ``label_delay`` ``None`` (or ``0d``): label rates over windows ending at the event."""
+    if label_delay is not None:
+        try:
+            delay_seconds = window_seconds(label_delay)
+        except ValueError as exc:
+            raise InputError("bad label delay", [Problem("--label-delay", str(exc))]) from exc
+        label_delay = label_delay if delay_seconds else None
     chosen = project.event_type_named(event_type)
     spec = project.event_types[chosen]
     entities = [e for e in spec.entities if e in project.entities]
@@ -76,11 +95,20 @@ def suggest_features(
         lines += [
             f"  # Share of the entity's {chosen} events labelled {label} by a label that had",
             "  # arrived before the event (labels learnt later never leak into earlier events).",
+        ]
+        if label_delay is not None:
+            lines += [
+                f"  # Each window ends {label_delay} before the event: only events old enough for",
+                "  # their labels to have arrived are counted (set label_delay to your feedback",
+                "  # delay; remove it for windows ending at the event).",
+            ]
+        lines += [
             '  - name: "{label}_rate"',
             f"    entities: [{', '.join(entities)}]",
             "    aggregations: [labelled_share]",
             f"    label: {label}",
             f"    windows: [{', '.join(WINDOWS)}]",
+            *([f"    label_delay: {label_delay}"] if label_delay is not None else []),
             f"    event_types: [{chosen}]",
         ]
     derived = [
@@ -111,5 +139,10 @@ def suggest_features(
             f"    description: {description}",
         ]
     return Suggestion(
-        chosen, entities, amount, label if labelled else None, "\n".join(lines) + "\n"
+        chosen,
+        entities,
+        amount,
+        label if labelled else None,
+        label_delay if labelled else None,
+        "\n".join(lines) + "\n",
     )

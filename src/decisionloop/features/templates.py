@@ -40,6 +40,7 @@ from decisionloop.errors import Problem
 from decisionloop.project.definitions import (
     FIELDLESS,
     LABEL_READERS,
+    LABELLED,
     NEIGHBOURS,
     EntitySpec,
     EventTypeSpec,
@@ -61,6 +62,9 @@ class FeatureTemplate(Strict):
     label: str | None = Field(default=None, description="For the label-aware aggregations")
     neighbour: str | None = Field(default=None, description="For labelled_neighbours")
     windows: Windows
+    label_delay: str | None = Field(
+        default=None, description="For labelled_count and labelled_share (see FeatureSpec)"
+    )
     event_types: list[str] = Field(min_length=1)
     filter: str | None = Field(default=None, description="SQL predicate over the event")
     include_current: bool = True
@@ -114,6 +118,9 @@ def expand_template(
     read_by = [a for a in template.aggregations if a in LABEL_READERS]
     if template.label is not None and not read_by:
         complain(("label",), f"no aggregation reads `label` (they are: {', '.join(LABEL_READERS)})")
+    if template.label_delay is not None and not any(a in LABELLED for a in read_by):
+        readers = ", ".join(LABELLED)
+        complain(("label_delay",), f"no aggregation reads `label_delay` (only {readers})")
     if template.neighbour is not None and NEIGHBOURS not in template.aggregations:
         complain(("neighbour",), f"no aggregation reads `neighbour` (only {NEIGHBOURS} does)")
     elif template.neighbour is not None and template.neighbour not in entities:
@@ -144,6 +151,7 @@ def expand_template(
                         label=template.label if aggregation in LABEL_READERS else None,
                         neighbour=template.neighbour if aggregation == NEIGHBOURS else None,
                         windows=template.windows,
+                        label_delay=template.label_delay if aggregation in LABELLED else None,
                         event_types=template.event_types,
                         filter=template.filter,
                         include_current=template.include_current,

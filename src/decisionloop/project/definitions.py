@@ -117,10 +117,26 @@ class FeatureSpec(Strict):
         default=None, description="labelled_neighbours: the entity whose key `field` holds"
     )
     windows: Windows
+    label_delay: str | None = Field(
+        default=None,
+        description="labelled_count/labelled_share: move each window back by this delay (7d), "
+        "so that only events old enough for their labels to have arrived are counted",
+    )
     event_types: list[str] = Field(min_length=1)
     filter: str | None = Field(default=None, description="SQL predicate over the event")
     include_current: bool = True
     description: str = ""
+
+    @field_validator("label_delay")
+    @classmethod
+    def _delay(cls, delay: str | None) -> str | None:
+        if delay is not None:
+            window_seconds(delay)  # 0d (no delay), 12h, 7d ...
+        return delay
+
+    @property
+    def label_delay_seconds(self) -> int:
+        return 0 if self.label_delay is None else window_seconds(self.label_delay)
 
     @model_validator(mode="after")
     def _label(self) -> FeatureSpec:
@@ -134,6 +150,8 @@ class FeatureSpec(Strict):
             raise ValueError("labelled_neighbours needs a `neighbour` entity (e.g. account)")
         if self.neighbour is not None and self.aggregation != NEIGHBOURS:
             raise ValueError("`neighbour` is only read by labelled_neighbours")
+        if self.label_delay is not None and self.aggregation not in LABELLED:
+            raise ValueError("`label_delay` is only read by labelled_count and labelled_share")
         return self
 
 
