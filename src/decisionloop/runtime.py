@@ -8,14 +8,17 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import gc
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 
 from decisionloop.cases.alerts import AlertHook
 from decisionloop.cases.config import load_cases_config
+from decisionloop.cases.schedule import MonitorSchedule
 from decisionloop.cases.service import CaseService
 from decisionloop.cases.store import SqlCaseStore
 from decisionloop.engine.engine import DecisionEngine, compile_project
+from decisionloop.engine.metrics import Counters
 from decisionloop.engine.service import DecisionService
 from decisionloop.ops.index import LookupIndex
 from decisionloop.ops.store import OpsStore, SqlOpsStore
@@ -24,6 +27,8 @@ from decisionloop.settings import DuckDBSourceConfig, Settings
 from decisionloop.storage.duckdb_source import DuckDBSourceLog
 from decisionloop.storage.memory import MemorySourceLog
 from decisionloop.storage.ports import SourceLog
+
+log = logging.getLogger(__name__)
 
 
 def open_source(settings: Settings) -> SourceLog:
@@ -71,14 +76,33 @@ def open_service(
         service.ops = open_ops_store(settings)
         engine.lookups.apply_labels(service.ops.labels())
         engine.lookups.apply_items(service.ops.items())
-        service.alerts = AlertHook(
-            open_cases(settings, engine, service.ops), service.metrics.registry
-        )
+        cases = open_cases(settings, engine, service.ops)
+        service.alerts = AlertHook(cases, service.metrics.registry)
+        service.monitoring = monitor_schedule(settings, service.source, cases, service.ops)
         service.start(progress)
+        if service.monitoring is not None:
+            service.metrics.registry.register(Counters([service.monitoring.runs]))
+            service.monitoring.start()
     except BaseException:
         service.close()
         raise
     return service
+
+
+def monitor_schedule(
+    settings: Settings, source: SourceLog, cases: CaseService, ops: OpsStore | None
+) -> MonitorSchedule | None:
+    """Post-event monitoring in the service — on demand, and scheduled when ``cases.yaml``
+    gives ``monitoring.every`` — when the source layer can be read in batch (DuckDB, the
+    embedded default)."""
+    every = cases.config.monitoring.period
+    if not isinstance(source, DuckDBSourceLog):
+        if every is not None:
+            log.warning("monitoring.every is set, but the %s source cannot be monitored", source)
+        return None
+    return MonitorSchedule(
+        settings.project_dir, source, cases, ops, every, cases.config.monitoring.delay
+    )
 
 
 def compile_engine(settings: Settings, lookups: LookupIndex | None = None) -> DecisionEngine:

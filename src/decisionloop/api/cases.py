@@ -13,10 +13,12 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from pydantic import Field
 
 from decisionloop.api.app import JSONResponse
 from decisionloop.api.entities import StrictBody, bounded_int, parse_body
 from decisionloop.cases.disposition import dispose
+from decisionloop.cases.schedule import MonitorSchedule
 from decisionloop.cases.service import CaseService
 from decisionloop.cases.store import CaseFilter
 from decisionloop.engine.service import DecisionService
@@ -37,6 +39,29 @@ class StatusBody(StrictBody):
     status: str
     author: str
     reason: str = ""
+
+
+class MonitorBody(StrictBody):
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+
+
+def instants_of(texts: dict[str, str]) -> list[datetime]:
+    """ISO-8601 times with a timezone (event time is UTC; a local time would be a guess), or
+    one error naming every one that is not."""
+    found, problems = [], []
+    for where, text in texts.items():
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            problems.append(Problem(where, f"not an ISO-8601 time: {text!r}"))
+            continue
+        if moment.tzinfo is None:
+            problems.append(Problem(where, f"no timezone in {text!r}"))
+        found.append(moment)
+    if problems:
+        raise InputError("invalid time", problems)
+    return found
 
 
 class DispositionBody(StrictBody):
@@ -125,5 +150,31 @@ def cases_router(service: DecisionService) -> APIRouter:
         body = await parse_body(request, DispositionBody)
         done = await dispose(service, cases(), number, body.disposition, body.author, body.reason)
         return JSONResponse(done.as_dict(now()))
+
+    def monitoring() -> MonitorSchedule:
+        if service.monitoring is None:
+            problem = Problem("source", "post-event monitoring reads the DuckDB source layer")
+            raise StorageError("monitoring is not available", [problem])
+        return service.monitoring
+
+    @router.get("/v1/monitoring/runs", tags=["monitoring"])
+    async def monitoring_runs(trigger: str | None = None, limit: str = "50") -> Response:
+        """Post-event monitoring runs, newest first: period, events, alerts, cases opened and
+        the error of a failed run; filter by ``trigger`` (``schedule``, ``api``, ``cli``)."""
+        count = bounded_int(limit, "query.limit", 1, 1000)
+        found = await asyncio.to_thread(cases().store.runs, trigger, count)
+        return JSONResponse({"runs": [run.as_dict() for run in found]})
+
+    @router.post("/v1/monitoring/runs", status_code=201, tags=["monitoring"])
+    async def run_monitoring(request: Request) -> Response:
+        """Run the project's monitoring rule sets now over ``{"from", "to"}`` (ISO times with
+        a timezone; event time, ``to`` excluded): hits open alerts and cases, never twice."""
+        body = await parse_body(request, MonitorBody)
+        runner = monitoring()
+        start, end = instants_of({"body.from": body.start, "body.to": body.end})
+        if start >= end:
+            raise InputError("empty period", [Problem("body.to", "must be after body.from")])
+        done = await asyncio.to_thread(runner.run, start, end, "api")
+        return JSONResponse(done.as_dict(), status_code=201)
 
     return router

@@ -12,30 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.core import Metric
-from prometheus_client.registry import Collector
 
 from decisionloop.cases.service import CaseService
 from decisionloop.cases.store import NewAlert
 from decisionloop.domain.decisions import Decision
 from decisionloop.domain.events import Event
 from decisionloop.engine.engine import DecisionEngine
-from decisionloop.engine.metrics import LoopCounter
+from decisionloop.engine.metrics import Counters, LoopCounter
 from decisionloop.project.definitions import RuleSpec
 
 log = logging.getLogger(__name__)
-
-
-class _Counters(Collector):
-    def __init__(self, counters: list[LoopCounter]) -> None:
-        self.counters = counters
-
-    def collect(self) -> Iterator[Metric]:
-        for counter in self.counters:
-            yield counter.family()
 
 
 class AlertHook:
@@ -51,7 +40,7 @@ class AlertHook:
             "decisionloop_case_alert_failures", "Decision alerts that could not be stored"
         )
         if registry is not None:
-            registry.register(_Counters([self.opened, self.failures]))
+            registry.register(Counters([self.opened, self.failures]))
         self._asking: dict[str, dict[str, RuleSpec]] = {}  # strategy version -> alerting rules
 
     def alert_for(

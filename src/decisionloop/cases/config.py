@@ -11,6 +11,9 @@ The file is optional (every key has a default) and kept in git with the other de
       aml: {high: 2d}                 # merged over the default
     labels: {fraud: fraud, not_fraud: not_fraud}   # disposition -> label name (inconclusive: none)
     label_ttl: 180d                   # how long an entity label from a case stays in force
+    monitoring:                       # post-event monitoring run by the service itself
+      every: 1h                       # period of event time per run (omit: only on demand)
+      lag: 15m                        # wait this long past a period's end for late events
 
 **The case entity.** Alerts group into one open case per (entity, queue). The entity of an event
 is ``case_entity[type]`` when configured, else the first *required* entity its type declares (in
@@ -52,6 +55,36 @@ def _check_window(value: str) -> str:
     return value
 
 
+class MonitoringConfig(BaseModel):
+    """Scheduled post-event monitoring (docs/cases.md): the service runs the project's
+    ``monitoring/`` rule sets over each ``every`` of event time once ``lag`` has passed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    every: str | None = None
+    lag: str = "15m"
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, every: str | None) -> str | None:
+        if every is not None and window_seconds(every) <= 0:
+            raise ValueError("a monitoring period must be longer than 0s")
+        return every
+
+    @field_validator("lag")
+    @classmethod
+    def _lag(cls, lag: str) -> str:
+        return _check_window(lag)
+
+    @property
+    def period(self) -> timedelta | None:
+        return None if self.every is None else timedelta(seconds=window_seconds(self.every))
+
+    @property
+    def delay(self) -> timedelta:
+        return timedelta(seconds=window_seconds(self.lag))
+
+
 class CasesConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -64,6 +97,7 @@ class CasesConfig(BaseModel):
     sla: dict[str, dict[Priority, str]] = Field(default_factory=dict)
     labels: dict[Disposition, str] = Field(default_factory=lambda: dict(DEFAULT_LABELS))
     label_ttl: str = "180d"
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig)
 
     @field_validator("sla")
     @classmethod

@@ -251,6 +251,50 @@ class Opened:
     repeats: int = 0
 
 
+monitor_runs_table = sa.Table(
+    "monitor_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("trigger", sa.String(16), nullable=False),  # schedule | api | cli
+    sa.Column("period_start_us", sa.BigInteger, nullable=False),
+    sa.Column("period_end_us", sa.BigInteger, nullable=False),
+    sa.Column("ran_us", sa.BigInteger, nullable=False),
+    sa.Column("events", sa.Integer, nullable=False),
+    sa.Column("alerts", sa.Integer, nullable=False),
+    sa.Column("cases_opened", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),  # NULL: the run completed
+    sa.Index("ix_monitor_runs_trigger_end", "trigger", "period_end_us"),
+)
+
+
+@dataclass(frozen=True)
+class MonitorRunRecord:
+    """One monitoring run over ``[period_start, period_end)`` of event time."""
+
+    trigger: str
+    period_start: datetime
+    period_end: datetime
+    ran_at: datetime
+    events: int = 0
+    alerts: int = 0
+    cases_opened: int = 0
+    error: str | None = None
+    id: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "trigger": self.trigger,
+            "period_start": _iso(self.period_start),
+            "period_end": _iso(self.period_end),
+            "ran_at": _iso(self.ran_at),
+            "events": self.events,
+            "alerts": self.alerts,
+            "cases_opened": self.cases_opened,
+            "error": self.error,
+        }
+
+
 # A change to one case, decided from its current state inside the write transaction:
 # returns the columns to set and the audit detail, or raises to refuse the change.
 Change = Callable[["Case"], tuple[dict[str, Any], dict[str, Any]]]
@@ -446,6 +490,53 @@ class SqlCaseStore:
                 CaseAudit(r.id, r.case_id, _at(r.at_us), r.actor, r.action, json.loads(r.detail))
                 for r in rows
             ]
+
+    # -- monitoring runs -----------------------------------------------------------------------
+    def record_run(self, run: MonitorRunRecord) -> int:
+        row = {
+            "trigger": run.trigger,
+            "period_start_us": to_us(run.period_start),
+            "period_end_us": to_us(run.period_end),
+            "ran_us": to_us(run.ran_at),
+            "events": run.events,
+            "alerts": run.alerts,
+            "cases_opened": run.cases_opened,
+            "error": run.error,
+        }
+        with self._writing, self._write() as conn:
+            return inserted_id(conn.execute(monitor_runs_table.insert().values(**row)))
+
+    def runs(self, trigger: str | None = None, limit: int = 50) -> list[MonitorRunRecord]:
+        """Newest first."""
+        t = monitor_runs_table
+        query = t.select().order_by(t.c.id.desc()).limit(limit)
+        if trigger is not None:
+            query = query.where(t.c.trigger == trigger)
+        with self._read() as conn:
+            return [
+                MonitorRunRecord(
+                    r.trigger,
+                    _at(r.period_start_us),
+                    _at(r.period_end_us),
+                    _at(r.ran_us),
+                    r.events,
+                    r.alerts,
+                    r.cases_opened,
+                    r.error,
+                    r.id,
+                )
+                for r in conn.execute(query)
+            ]
+
+    def covered_until(self, trigger: str) -> datetime | None:
+        """The latest period end of the trigger's completed runs: where its next run starts."""
+        t = monitor_runs_table
+        query = sa.select(sa.func.max(t.c.period_end_us)).where(
+            t.c.trigger == trigger, t.c.error.is_(None)
+        )
+        with self._read() as conn:
+            latest = conn.execute(query).scalar()
+        return None if latest is None else _at(int(latest))
 
     def close(self) -> None:
         self.engine.dispose()

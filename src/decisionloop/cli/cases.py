@@ -19,7 +19,7 @@ from rich.table import Table
 
 from decisionloop.cases.config import load_cases_config
 from decisionloop.cases.service import CaseService
-from decisionloop.cases.store import CaseFilter, SqlCaseStore
+from decisionloop.cases.store import CaseFilter, MonitorRunRecord, SqlCaseStore
 from decisionloop.cli.labels import call_api, run
 from decisionloop.domain.events import EventType
 from decisionloop.ops.store import OpsStore, SqlOpsStore
@@ -268,11 +268,22 @@ def monitor(
     ops = guarded(lambda: open_ops_store(settings))
     try:
         cases = guarded(lambda: case_service(settings, ops))
+        ran_at = datetime.now(UTC)
         done = guarded(
             lambda: run_monitor(
                 source, settings.project_dir, period_start, period_end, cases, rules, ops
             )
         )
+        record = MonitorRunRecord(
+            "cli",
+            period_start,
+            period_end,
+            ran_at,
+            done.events,
+            done.alerts,
+            len(done.cases_opened),
+        )
+        cases.store.record_run(record)  # listed with the service's runs (GET /v1/monitoring/runs)
     finally:
         ops.close()
     table = Table("rule", "hits")

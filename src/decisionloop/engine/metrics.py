@@ -69,6 +69,18 @@ class LoopCounter:
         return family
 
 
+class Counters(Collector):
+    """Loop counters kept outside the service's own collector (cases, monitoring), exposed on
+    its registry: ``registry.register(Counters([...]))``."""
+
+    def __init__(self, counters: list[LoopCounter]) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        for counter in self.counters:
+            yield counter.family()
+
+
 class LoopHistogram:
     """A histogram with one label: ``observe`` is a bisect and two additions, no lock."""
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 
@@ -41,6 +41,9 @@ from decisionloop.ops.labels import LabelService, NewLabel
 from decisionloop.ops.store import OpsStore
 from decisionloop.project.definitions import RuleSpec
 from decisionloop.storage.ports import Record, SourceLog
+
+if TYPE_CHECKING:
+    from decisionloop.cases.schedule import MonitorSchedule
 
 log = logging.getLogger(__name__)
 Answer = dict[str, Any]
@@ -80,6 +83,7 @@ class DecisionService:
         self._inflight: dict[str, asyncio.Future[Answer]] = {}
         self.ops: OpsStore | None = None  # labels and lists; opened by the runtime
         self.alerts: AlertHook | None = None  # case alerts (docs/cases.md); set by the runtime
+        self.monitoring: MonitorSchedule | None = None  # post-event monitoring; by the runtime
         self._reloading = asyncio.Lock()  # one reload at a time: the last compiled wins
         self._labelling: dict[str, dict[str, RuleSpec]] = {}  # strategy version -> its rules
 
@@ -386,6 +390,8 @@ class DecisionService:
         }
 
     def close(self) -> None:
+        if self.monitoring is not None:  # before the source it reads
+            self.monitoring.close()
         self.source.close()
         if self.ops is not None:
             self.ops.close()

@@ -275,6 +275,12 @@ class DuckDBSourceLog:
         with self._reader_lock:
             return self._reader_root.cursor()
 
+    def reader(self) -> duckdb.DuckDBPyConnection:
+        """A connection of its own on the stored events (journaled ones loaded first), for batch
+        reads inside the service — post-event monitoring — while the writer goes on."""
+        self.flush()
+        return self._cursor()
+
     def event_ids(self) -> Iterator[str]:
         self.flush()
         cursor = self._cursor()

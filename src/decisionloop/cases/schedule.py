@@ -1,0 +1,131 @@
+"""Post-event monitoring run by the service: period after period of event time, on its own thread.
+
+A running service holds its DuckDB file, so a second process (``decisionloop monitor``) cannot
+read it; the service therefore runs the monitoring rule sets itself, when ``cases.yaml`` asks::
+
+    monitoring:
+      every: 1h      # one run per hour of event time
+      lag: 15m       # once the latest stored event is this far past the hour's end
+
+Periods are aligned to ``every`` in event time (UTC), so they follow the events whether they are
+live or replayed history. Each run covers ``[covered, end)``: ``covered`` is where the last
+completed scheduled run ended (kept in the case store with every run, so a restart or an outage
+resumes there and catches up in one run), ``end`` the latest aligned instant at least ``lag``
+before the latest stored event. The first run covers the last period only. A failed run is
+recorded with its error and retried at the next check; alerts are keyed per rule and event, so a
+retried or overlapping period never opens a duplicate. ``POST /v1/monitoring/runs`` runs any
+period on demand through the same path.
+
+The thread wakes every ``min(every, 60 s)`` of wall-clock time; a run reads through its own DuckDB
+connection (the writer goes on) and competes with the decision path for the CPU only while it
+runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from decisionloop.cases.monitor import MonitorRun, monitor
+from decisionloop.cases.service import CaseService
+from decisionloop.cases.store import MonitorRunRecord
+from decisionloop.engine.metrics import LoopCounter
+from decisionloop.ops.store import OpsStore
+from decisionloop.storage.duckdb_source import DuckDBSourceLog
+
+log = logging.getLogger(__name__)
+SCHEDULE = "schedule"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def period_end(latest: datetime, every: timedelta, lag: timedelta) -> datetime:
+    """The latest multiple of ``every`` (since the epoch, UTC) at or before ``latest - lag``."""
+    since = latest - lag - _EPOCH
+    return _EPOCH + (since // every) * every
+
+
+class MonitorSchedule:
+    """Runs the project's monitoring rule sets over each new period of event time."""
+
+    def __init__(
+        self,
+        project_dir: Path,
+        source: DuckDBSourceLog,
+        cases: CaseService,
+        ops: OpsStore | None,
+        every: timedelta | None,
+        lag: timedelta,
+        check_every: float | None = None,
+    ) -> None:
+        self.project_dir = project_dir
+        self.source = source
+        self.cases = cases
+        self.ops = ops
+        self.every = every
+        self.lag = lag
+        self.check_every = check_every or min((every or timedelta(minutes=1)).total_seconds(), 60)
+        self.runs = LoopCounter(
+            "decisionloop_monitor_runs", "Post-event monitoring runs", ("trigger", "result")
+        )
+        self._lock = threading.RLock()  # one run at a time: scheduled and on demand
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="decisionloop-monitor", daemon=True)
+
+    def start(self) -> None:
+        """Start the scheduled runs (none without ``every``: on demand only)."""
+        if self.every is not None:
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def due(self) -> tuple[datetime, datetime] | None:
+        """The period the next scheduled run covers, or None when no full period is ready."""
+        latest = self.source.max_occurred_at()
+        if latest is None or self.every is None:
+            return None
+        end = period_end(latest, self.every, self.lag)
+        start = self.cases.store.covered_until(SCHEDULE) or end - self.every
+        return (start, end) if start < end else None
+
+    def run_due(self) -> MonitorRunRecord | None:
+        """One scheduled run over the period that is due, if any (recorded, errors included)."""
+        with self._lock:  # the period is read and run in one step
+            period = self.due()
+            return None if period is None else self.run(*period, trigger=SCHEDULE)
+
+    def run(self, start: datetime, end: datetime, trigger: str) -> MonitorRunRecord:
+        """Monitor ``[start, end)`` now and record the run; a failure is recorded, then raised."""
+        ran_at = datetime.now(UTC)
+        with self._lock:
+            try:
+                reader = self.source.reader()
+                try:
+                    done: MonitorRun = monitor(
+                        reader, self.project_dir, start, end, self.cases, store=self.ops
+                    )
+                finally:
+                    reader.close()
+            except Exception as exc:
+                self.runs.inc(trigger, "error")
+                error = f"{type(exc).__name__}: {exc}"
+                failed = MonitorRunRecord(trigger, start, end, ran_at, error=error)
+                self.cases.store.record_run(failed)
+                raise
+        self.runs.inc(trigger, "ok")
+        record = MonitorRunRecord(
+            trigger, start, end, ran_at, done.events, done.alerts, len(done.cases_opened)
+        )
+        return dataclasses.replace(record, id=self.cases.store.record_run(record))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.check_every):
+            try:
+                self.run_due()
+            except Exception:  # recorded and counted; the next check retries
+                log.exception("scheduled monitoring run failed")
