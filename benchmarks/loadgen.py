@@ -245,6 +245,7 @@ class Run:
         self.next = 0
         self.t0 = 0.0
         self.lat_ms: list[float] = []
+        self.timeline: list[tuple[float, float, float]] = []  # --trace: (due s, latency, lag ms)
         self.lag_ms: list[float] = []  # send time minus due time: the generator's own lateness
         self.measured = self.ok = self.completed = self.finished = 0
         self.in_window = 0  # successful answers that arrived inside the measured window
@@ -281,6 +282,8 @@ class Run:
         if outcome == "ok":
             self.ok += 1
             self.lat_ms.append((done - due) * 1000)
+            if self.args.trace is not None:
+                self.timeline.append((due - start, (done - due) * 1000, (sent - due) * 1000))
         else:
             self.errors[outcome] += 1
 
@@ -408,6 +411,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--events", type=Path, help="JSONL events to replay as recorded (decide, batch)")
     p.add_argument("--offset", type=int, default=0, help="--events: the first line to send")
     p.add_argument("--run-id", default=f"lg{time.time_ns():x}", help="event_id prefix")
+    p.add_argument("--trace", type=Path, help="write every measured answer (due s, ms, lag ms)")
     p.add_argument("--serve-trivial", type=int, metavar="PORT", help="run the trivial server")
     return p.parse_args(argv)
 
@@ -438,6 +442,9 @@ def main(argv: list[str] | None = None) -> None:
 
     run = Run(args, make, replay.requests if replay is not None else None)
     result = asyncio.run(run.go())
+    if args.trace is not None:
+        lines = (f"{due:.6f} {ms:.3f} {lag:.3f}\n" for due, ms, lag in run.timeline)
+        args.trace.write_text("".join(lines))
     if replay is not None:
         result["replay"] = replay.summary(run.next, run.short)
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
