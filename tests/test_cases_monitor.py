@@ -48,7 +48,7 @@ EVENTS = [
 
 @pytest.fixture
 def bank(project_dir: Path, tmp_path: Path, isolated: None) -> Settings:
-    (project_dir / "monitoring").mkdir()
+    (project_dir / "monitoring").mkdir(exist_ok=True)
     (project_dir / "monitoring" / "watch.yaml").write_text(WATCH)
     settings = make_settings(project_dir, tmp_path / "state")
     service = open_service(settings)
@@ -106,7 +106,8 @@ def test_monitoring_needs_rules_and_reports_their_problems(bank: Settings, tmp_p
         run(bank, date(2026, 6, 1), date(2026, 6, 3), rules=[bad])
     assert raised.value.problems[0].file is not None
     assert raised.value.problems[0].line == 3
-    (bank.project_dir / "monitoring" / "watch.yaml").unlink()
+    for rule_set in (bank.project_dir / "monitoring").glob("*.yaml"):
+        rule_set.unlink()
     with pytest.raises(NotFoundError):
         run(bank, date(2026, 6, 1), date(2026, 6, 3))
 

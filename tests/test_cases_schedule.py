@@ -19,7 +19,7 @@ from decisionloop.engine.service import DecisionService
 from decisionloop.errors import DefinitionError
 from decisionloop.runtime import open_service
 from decisionloop.settings import Settings
-from tests.conftest import make_settings, transaction
+from tests.conftest import cli, make_settings, plain, transaction
 from tests.test_cases_monitor import EVENTS, WATCH
 
 DAILY = "monitoring: {every: 1d, lag: 1h}\n"
@@ -31,7 +31,7 @@ def day(d: int, hour: int = 0) -> datetime:
 
 @pytest.fixture
 def settings(project_dir: Path, tmp_path: Path, isolated: None) -> Settings:
-    (project_dir / "monitoring").mkdir()
+    (project_dir / "monitoring").mkdir(exist_ok=True)
     (project_dir / "monitoring" / "watch.yaml").write_text(WATCH)
     (project_dir / "cases.yaml").write_text(DAILY)
     return make_settings(project_dir, tmp_path / "state")
@@ -145,3 +145,19 @@ def test_monitoring_over_http(settings: Settings) -> None:
         assert client.post("/v1/monitoring/runs", json=reversed_period).status_code == 422
         unknown = client.post("/v1/monitoring/runs", json={**period, "rules": "x"})
         assert unknown.status_code == 422
+
+
+def test_validate_checks_cases_yaml_and_monitoring_rules_at_once(project_dir: Path) -> None:
+    ok = cli("validate", project_dir)
+    assert ok.exit_code == 0, ok.output
+    assert "1 monitoring rules" in plain(ok.output)  # the example's monitoring/post_event.yaml
+    (project_dir / "cases.yaml").write_text("monitoring: {every: 0s}\n")
+    (project_dir / "monitoring" / "bad.yaml").write_text(
+        "name: bad\nrules:\n  - {id: oops, when: amount >>> 3}\n"
+    )
+    result = cli("validate", project_dir)
+    assert result.exit_code == 2
+    output = plain(result.output)
+    assert "cases.yaml:1" in output
+    assert "longer than 0s" in output
+    assert "bad.yaml:3" in output

@@ -23,7 +23,8 @@ from tests.conftest import cli, plain
 
 OK = re.compile(
     r"^ok (?P<dir>.+): (?P<types>\d+) event types, (?P<features>\d+) features, "
-    r"(?P<rules>\d+) rules, (?P<strategies>\d+) strategies \(fingerprint (?P<fp>[0-9a-f]{12})\)$"
+    r"(?P<rules>\d+) rules, (?P<strategies>\d+) strategies, (?P<monitoring>\d+) monitoring rules "
+    r"\(fingerprint (?P<fp>[0-9a-f]{12})\)$"
 )
 
 
@@ -131,6 +132,8 @@ def test_untouched_example_validates(tmp_path: Path) -> None:
     assert found["dir"] == str(root)
     assert (int(found["types"]), int(found["features"])) == (event_types, features)
     assert (int(found["rules"]), int(found["strategies"])) == (rules, len(strategies))
+    monitoring = sum(len(d["rules"]) for k, d in docs.items() if k.startswith("monitoring/"))
+    assert int(found["monitoring"]) == monitoring
     # The fingerprint identifies the definitions: stable, and changed by any edit.
     assert fingerprint(root) == found["fp"]
     (root / "project.yaml").write_text((root / "project.yaml").read_text() + "# edited\n")

@@ -22,14 +22,15 @@ from typing import Any
 
 import duckdb
 
+from decisionloop.cases.config import load_cases_config
 from decisionloop.cases.service import CaseService
 from decisionloop.cases.store import NewAlert
-from decisionloop.engine.engine import build_engine
-from decisionloop.errors import InputError, NotFoundError, Problem
+from decisionloop.engine.engine import DecisionEngine, build_engine
+from decisionloop.errors import DefinitionError, InputError, NotFoundError, Problem
 from decisionloop.ops.history import register_history
 from decisionloop.ops.lookups import LABEL_HISTORY, LIST_HISTORY
 from decisionloop.ops.store import OpsStore, from_us
-from decisionloop.project.loader import load_project
+from decisionloop.project.loader import Project, load_project
 from decisionloop.rules import backtest as bitsets
 from decisionloop.rules.report import (
     ROWS_TABLE,
@@ -81,6 +82,27 @@ def monitoring_files(project_dir: Path, rules: list[Path] | None) -> list[Path]:
             ],
         )
     return found
+
+
+def check_casework(project_dir: Path, project: Project, engine: DecisionEngine) -> int:
+    """``validate``'s check of ``cases.yaml`` and of every ``monitoring/*.yaml`` rule set: one
+    error listing each problem with file:line; else the number of monitoring rules."""
+    problems: list[Problem] = []
+    try:
+        load_cases_config(project_dir, engine.catalog.types)
+    except DefinitionError as exc:
+        problems += exc.problems
+    rules = 0
+    for path in sorted((Path(project_dir) / MONITORING_DIR).glob("*.yaml")):
+        try:
+            project, candidates = load_candidate_rules(project, engine, path)
+        except DefinitionError as exc:
+            problems += exc.problems
+        else:
+            rules += len(candidates)
+    if problems:
+        raise DefinitionError(f"{len(problems)} problem(s) in cases and monitoring", problems)
+    return rules
 
 
 def monitor(

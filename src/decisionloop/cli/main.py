@@ -100,14 +100,17 @@ def init(
 @app.command()
 def validate(directory: Path = typer.Argument(Path("."), help="Project folder")) -> None:
     """Check every definition; report all errors with file, line and reason."""
+    from decisionloop.cases.monitor import check_casework
     from decisionloop.engine.engine import compile_project
 
     project, engine = guarded(lambda: compile_project(directory))
+    monitoring = guarded(lambda: check_casework(directory, project, engine))
     rules = sum(len(s.rules) for s in engine.strategies.values())
     console.print(
         f"[green]ok[/] {directory}: {len(project.event_types)} event types, "
         f"{len(engine.features.names)} features, {rules} rules, "
-        f"{len(project.strategies)} strategies (fingerprint {project.fingerprint})"
+        f"{len(project.strategies)} strategies, {monitoring} monitoring rules "
+        f"(fingerprint {project.fingerprint})"
     )
 
 
