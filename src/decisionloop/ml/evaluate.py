@@ -28,7 +28,8 @@ import duckdb
 import numpy as np
 import polars as pl
 
-from decisionloop.errors import InputError, NotFoundError, Problem
+from decisionloop.errors import InputError, NotFoundError, Problem, StorageError
+from decisionloop.features.offline import offline_features
 from decisionloop.ml.prequential import Metrics, Protocol, score, split
 from decisionloop.ml.train import Estimator, LightGBMEstimator, feature_matrix
 from decisionloop.ml.training import training_frame
@@ -93,6 +94,14 @@ def evaluate(
     event_type = project.event_type_named(event_type)
     _check_entity(project, event_type, entity)
     start, end = protocol.start, protocol.end
+    risk_labels = store.labels() if store is not None else []
+    # One point-in-time computation serves the model's inputs and the rules' evaluation.
+    try:
+        features = offline_features(
+            conn, project, types=[event_type], start=start, end=end, labels=risk_labels
+        )
+    except duckdb.Error as exc:
+        raise StorageError(f"cannot read the source layer: {exc}") from exc
     training = training_frame(
         conn,
         project,
@@ -100,14 +109,17 @@ def evaluate(
         start=start,
         end=end,
         positive_labels=positive_labels,
-        risk_labels=store.labels() if store is not None else [],
+        risk_labels=risk_labels,
+        features=features,
     )
     names = training.feature_names
     frame = (
         training.frame.rename({"target": "label"})
         .join(_entity_values(conn, event_type, entity, start, end), on="event_id", how="left")
         .join(
-            strategy_scores(conn, project, event_type, start, end, store), on="event_id", how="left"
+            strategy_scores(conn, project, event_type, start, end, store, features),
+            on="event_id",
+            how="left",
         )
         .with_columns(pl.col(RULE_INPUTS).fill_null(0))
     )

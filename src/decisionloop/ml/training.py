@@ -101,17 +101,22 @@ def training_frame(
     positive_labels: Sequence[str] = ("fraud",),
     label_time: LabelTime = "occurred_at",
     risk_labels: Sequence[Label] | None = None,
+    features: pl.DataFrame | None = None,
 ) -> TrainingFrame:
     """The training frame of ``event_type`` events in ``[start, end)`` (see the module doc).
     ``risk_labels``: the ops store's label history (``store.labels()``), which
-    ``labelled_neighbours`` features read."""
+    ``labelled_neighbours`` features read. ``features``: the offline features of the same
+    events, when the caller has computed them already (``offline_features`` with the same
+    type, period and labels)."""
     names = model_inputs(project, event_type)
     declared = project.event_types[event_type].fields
     fields = {n: NUMERIC_FIELDS[declared[n].type] for n in names if n in declared}
     try:
-        features = offline_features(
-            connection, project, types=[event_type], start=start, end=end, labels=risk_labels
-        ).select(["event_id", *(n for n in names if n not in fields)])
+        if features is None:
+            features = offline_features(
+                connection, project, types=[event_type], start=start, end=end, labels=risk_labels
+            )
+        features = features.select(["event_id", *(n for n in names if n not in fields)])
         events = _events(connection, event_type, fields, start, end)
         labels = _labels(connection, tuple(positive_labels), as_of, label_time)
     except duckdb.Error as exc:

@@ -271,11 +271,14 @@ def evaluation_rows(
     event_type: str,
     start: datetime,
     end: datetime,
+    features: pl.DataFrame | None = None,
 ) -> list[str]:
     """Register one row per event of the type in the period: its typed fields, ``occurred_at``,
     ``decided_at`` (the time lookups answer at) and its point-in-time features, named as the
-    rules read them. Returns the event ids."""
-    features = offline_features(conn, project, types=[event_type], start=start, end=end)
+    rules read them (``features``: already computed for the same type and period). Returns the
+    event ids."""
+    if features is None:
+        features = offline_features(conn, project, types=[event_type], start=start, end=end)
     conn.register(_FEATURES_TABLE, features.to_arrow())
     # A field named like the decision time is shadowed by it, as the engine shadows it online.
     fields = {
@@ -565,11 +568,12 @@ def strategy_scores(
     start: datetime,
     end: datetime,
     store: OpsStore | None = None,
+    features: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """What the strategy's active rules decide for each stored ``event_type`` event of ``[start,
     end)``, offline: ``event_id``, ``rules_severity`` (the outcome's index, thresholds included)
     and ``rules_score`` (the fired active rules' scores added) — the ranking of "rules alone"
-    that an evaluation compares a model with."""
+    that an evaluation compares a model with. ``features``: see :func:`evaluation_rows`."""
     engine = build_engine(project)
     rules = [
         r for r in _rules_under_test(project, engine).get(event_type, []) if r.status == "active"
@@ -582,7 +586,7 @@ def strategy_scores(
     labels, items = (store.labels(), store.items()) if store is not None else ([], [])
     register_history(conn, labels, items)
     try:
-        ids = evaluation_rows(conn, project, engine, event_type, start, end)
+        ids = evaluation_rows(conn, project, engine, event_type, start, end, features)
         try:
             if not ids:
                 return empty
