@@ -6,6 +6,7 @@ The bank of ``test_cases_monitor`` (t1, t2 on 06-01 hit ``watch.big``, t3 ``watc
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,10 +15,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from decisionloop.api.app import create_app
-from decisionloop.cases.schedule import SCHEDULE, period_end
+from decisionloop.cases.schedule import SCHEDULE, MonitorSchedule, period_end
 from decisionloop.engine.service import DecisionService
-from decisionloop.errors import DefinitionError
-from decisionloop.runtime import open_service
+from decisionloop.errors import DefinitionError, StorageError
+from decisionloop.runtime import open_service, start_monitoring
 from decisionloop.settings import Settings
 from tests.conftest import cli, make_settings, plain, transaction
 from tests.test_cases_monitor import EVENTS, WATCH
@@ -96,14 +97,64 @@ def test_a_failed_run_is_recorded_and_the_period_retried(
     assert (retried.period_start, retried.error) == (day(2), None)
 
 
-def test_the_schedule_thread_runs_with_the_service_and_stops_with_it(settings: Settings) -> None:
+def test_the_schedule_starts_with_the_server_only_and_stops_with_the_service(
+    settings: Settings,
+) -> None:
     svc = open_service(settings)
     runner = svc.monitoring
     assert runner is not None
     thread = runner._thread
+    assert not thread.is_alive()  # an import or a CLI command opening the service: no schedule
+    start_monitoring(svc)  # what `serve` and the demo's server do
     assert thread.is_alive()
     svc.close()
     assert not thread.is_alive()
+    with pytest.raises(StorageError, match="stopping"):
+        runner.run(day(1), day(2), "api")  # a stopped service starts no run
+
+
+def test_the_thread_runs_the_due_periods_by_itself(service: DecisionService) -> None:
+    assert service.monitoring is not None
+    assert service.alerts is not None
+    store = service.alerts.cases.store
+    runner = MonitorSchedule(
+        service.monitoring.project_dir,
+        service.monitoring.source,
+        service.alerts.cases,
+        service.ops,
+        timedelta(days=1),
+        timedelta(hours=1),
+        check_every=0.02,
+    )
+    runner.start()
+    try:
+        for _ in range(500):  # a bounded wait for the thread's first check, not a timing claim
+            if store.runs():
+                break
+            time.sleep(0.02)
+    finally:
+        runner.close()
+    runs = store.runs()
+    assert [(r.trigger, r.period_start, r.period_end) for r in runs] == [(SCHEDULE, day(2), day(3))]
+
+
+def test_a_first_period_that_failed_is_retried_not_skipped(
+    service: DecisionService, settings: Settings
+) -> None:
+    runner = service.monitoring
+    assert runner is not None
+    watch = settings.project_dir / "monitoring" / "watch.yaml"
+    good = watch.read_text()
+    watch.write_text("name: watch\nrules:\n  - {id: oops, when: amount >>> 3}\n")
+    with pytest.raises(DefinitionError):
+        runner.run_due()  # the first period, 06-02, fails
+    later = transaction("t6", occurred_at="2026-06-05T10:00:00+00:00", amount=10.0)
+    service.handle_sync([later], "stream")
+    watch.write_text(good)
+    retried = runner.run_due()
+    assert retried is not None
+    assert (retried.period_start, retried.period_end) == (day(2), day(5))
+    assert retried.alerts == 1  # t5 on 06-03, which a retry from 06-04 would have missed
 
 
 def test_without_every_monitoring_is_on_demand_only(settings: Settings) -> None:
@@ -111,6 +162,7 @@ def test_without_every_monitoring_is_on_demand_only(settings: Settings) -> None:
     svc = open_service(settings)
     try:
         assert svc.monitoring is not None
+        start_monitoring(svc)
         assert not svc.monitoring._thread.is_alive()
         assert svc.monitoring.due() is None
     finally:
@@ -145,6 +197,29 @@ def test_monitoring_over_http(settings: Settings) -> None:
         assert client.post("/v1/monitoring/runs", json=reversed_period).status_code == 422
         unknown = client.post("/v1/monitoring/runs", json={**period, "rules": "x"})
         assert unknown.status_code == 422
+        far = {"from": "0001-01-01T00:00:00+05:00", "to": "9999-12-31T23:00:00-05:00"}
+        out_of_range = client.post("/v1/monitoring/runs", json=far)
+        assert out_of_range.status_code == 422
+        problems = out_of_range.json()["error"]["problems"]
+        assert [p["where"] for p in problems] == ["body.from", "body.to"]
+        local = {"from": "2026-06-03T02:00:00+02:00", "to": "2026-06-04T02:00:00+02:00"}
+        shown = client.post("/v1/monitoring/runs", json=local).json()
+        assert (shown["period_start"], shown["period_end"]) == (
+            "2026-06-03T00:00:00+00:00",
+            "2026-06-04T00:00:00+00:00",
+        )
+        assert client.get("/v1/monitoring/runs").status_code == 200
+
+
+def test_without_a_duckdb_source_monitoring_is_not_found(project_dir: Path, tmp_path: Path) -> None:
+    settings = make_settings(project_dir, tmp_path / "mem", source={"type": "memory"})
+    service = open_service(settings)
+    assert service.monitoring is None
+    with TestClient(create_app(service, settings)) as client:
+        period = {"from": "2026-06-01T00:00:00Z", "to": "2026-06-02T00:00:00Z"}
+        answer = client.post("/v1/monitoring/runs", json=period)
+        assert answer.status_code == 404
+        assert answer.json()["error"]["problems"][0]["where"] == "source"
 
 
 def test_validate_checks_cases_yaml_and_monitoring_rules_at_once(project_dir: Path) -> None:

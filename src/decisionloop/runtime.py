@@ -79,14 +79,20 @@ def open_service(
         cases = open_cases(settings, engine, service.ops)
         service.alerts = AlertHook(cases, service.metrics.registry)
         service.monitoring = monitor_schedule(settings, service.source, cases, service.ops)
-        service.start(progress)
         if service.monitoring is not None:
             service.metrics.registry.register(Counters([service.monitoring.runs]))
-            service.monitoring.start()
+        service.start(progress)
     except BaseException:
         service.close()
         raise
     return service
+
+
+def start_monitoring(service: DecisionService) -> None:
+    """Start scheduled monitoring (``monitoring.every``): for a server, once it is up — not for
+    commands that open the service to import or change data."""
+    if service.monitoring is not None:
+        service.monitoring.start()
 
 
 def monitor_schedule(

@@ -9,7 +9,7 @@ status refuses (``DL350``); 422: bad input.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -22,7 +22,7 @@ from decisionloop.cases.schedule import MonitorSchedule
 from decisionloop.cases.service import CaseService
 from decisionloop.cases.store import CaseFilter
 from decisionloop.engine.service import DecisionService
-from decisionloop.errors import InputError, Problem, StorageError
+from decisionloop.errors import InputError, NotFoundError, Problem, StorageError
 
 
 class AssignBody(StrictBody):
@@ -41,14 +41,18 @@ class StatusBody(StrictBody):
     reason: str = ""
 
 
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 class MonitorBody(StrictBody):
     start: str = Field(alias="from")
     end: str = Field(alias="to")
 
 
 def instants_of(texts: dict[str, str]) -> list[datetime]:
-    """ISO-8601 times with a timezone (event time is UTC; a local time would be a guess), or
-    one error naming every one that is not."""
+    """ISO-8601 times with a timezone (event time is UTC; a local time would be a guess), in UTC,
+    between the years 1900 and 9000; or one error naming every one that is not."""
     found, problems = [], []
     for where, text in texts.items():
         try:
@@ -58,6 +62,13 @@ def instants_of(texts: dict[str, str]) -> list[datetime]:
             continue
         if moment.tzinfo is None:
             problems.append(Problem(where, f"no timezone in {text!r}"))
+            continue
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError:
+            moment = EARLIEST - timedelta(days=1)  # reported as out of range below
+        if not EARLIEST <= moment <= LATEST:
+            problems.append(Problem(where, f"{text!r} is outside the years 1900-9000"))
         found.append(moment)
     if problems:
         raise InputError("invalid time", problems)
@@ -154,7 +165,7 @@ def cases_router(service: DecisionService) -> APIRouter:
     def monitoring() -> MonitorSchedule:
         if service.monitoring is None:
             problem = Problem("source", "post-event monitoring reads the DuckDB source layer")
-            raise StorageError("monitoring is not available", [problem])
+            raise NotFoundError("this service has no post-event monitoring", [problem])
         return service.monitoring
 
     @router.get("/v1/monitoring/runs", tags=["monitoring"])

@@ -11,12 +11,15 @@ Periods are aligned to ``every`` in event time (UTC), so they follow the events 
 live or replayed history. Each run covers ``[covered, end)``: ``covered`` is where the last
 completed scheduled run ended (kept in the case store with every run, so a restart or an outage
 resumes there and catches up in one run), ``end`` the latest aligned instant at least ``lag``
-before the latest stored event. The first run covers the last period only. A failed run is
-recorded with its error and retried at the next check; alerts are keyed per rule and event, so a
-retried or overlapping period never opens a duplicate. ``POST /v1/monitoring/runs`` runs any
-period on demand through the same path.
+before the latest stored event. The first run covers the last period only (if it fails, the
+retry starts where it started). A failed run is recorded with its error and retried — after one
+check interval, then twice as long after each further failure, at most hourly; alerts are keyed
+per rule and event, so a retried or overlapping period never opens a duplicate.
+``POST /v1/monitoring/runs`` runs any period on demand through the same path.
 
-The thread wakes every ``min(every, 60 s)`` of wall-clock time; a run reads through its own DuckDB
+The thread starts with the server (``decisionloop serve``, the demo), not with every command that
+opens the service (an import would otherwise monitor the history it loads), and wakes every
+``min(every, 60 s)`` of wall-clock time; a run reads through its own DuckDB
 connection (the writer goes on) and competes with the decision path for the CPU only while it
 runs.
 """
@@ -29,15 +32,19 @@ import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
+
 from decisionloop.cases.monitor import MonitorRun, monitor
 from decisionloop.cases.service import CaseService
 from decisionloop.cases.store import MonitorRunRecord
 from decisionloop.engine.metrics import LoopCounter
+from decisionloop.errors import Problem, StorageError
 from decisionloop.ops.store import OpsStore
 from decisionloop.storage.duckdb_source import DuckDBSourceLog
 
 log = logging.getLogger(__name__)
 SCHEDULE = "schedule"
+MAX_BACKOFF_S = 3600.0  # a run that keeps failing is retried at most hourly
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -72,17 +79,26 @@ class MonitorSchedule:
         )
         self._lock = threading.RLock()  # one run at a time: scheduled and on demand
         self._stop = threading.Event()
+        self._reader: duckdb.DuckDBPyConnection | None = None  # the running run's, to interrupt
         self._thread = threading.Thread(target=self._loop, name="decisionloop-monitor", daemon=True)
 
     def start(self) -> None:
-        """Start the scheduled runs (none without ``every``: on demand only)."""
-        if self.every is not None:
+        """Start the scheduled runs (none without ``every``: on demand only). The server calls
+        it once the service is up — never during an import, which would monitor history."""
+        if self.every is not None and not self._thread.is_alive():
             self._thread.start()
 
-    def close(self) -> None:
+    def close(self, timeout: float = 30.0) -> None:
+        """Refuse new runs, interrupt the one in progress (it is recorded as failed and its
+        period retried after a restart), and wait for it to end."""
         self._stop.set()
+        reader = self._reader
+        if reader is not None:
+            reader.interrupt()
+        if self._lock.acquire(timeout=timeout):
+            self._lock.release()
         if self._thread.is_alive():
-            self._thread.join()
+            self._thread.join(timeout)
 
     def due(self) -> tuple[datetime, datetime] | None:
         """The period the next scheduled run covers, or None when no full period is ready."""
@@ -90,7 +106,7 @@ class MonitorSchedule:
         if latest is None or self.every is None:
             return None
         end = period_end(latest, self.every, self.lag)
-        start = self.cases.store.covered_until(SCHEDULE) or end - self.every
+        start = self.cases.store.schedule_start(SCHEDULE) or end - self.every
         return (start, end) if start < end else None
 
     def run_due(self) -> MonitorRunRecord | None:
@@ -101,31 +117,41 @@ class MonitorSchedule:
 
     def run(self, start: datetime, end: datetime, trigger: str) -> MonitorRunRecord:
         """Monitor ``[start, end)`` now and record the run; a failure is recorded, then raised."""
-        ran_at = datetime.now(UTC)
         with self._lock:
+            if self._stop.is_set():
+                raise StorageError(
+                    "the service is stopping", [Problem("monitoring", "no new runs; retry later")]
+                )
+            ran_at = datetime.now(UTC)
             try:
-                reader = self.source.reader()
+                self._reader = self.source.reader()
                 try:
                     done: MonitorRun = monitor(
-                        reader, self.project_dir, start, end, self.cases, store=self.ops
+                        self._reader, self.project_dir, start, end, self.cases, store=self.ops
                     )
                 finally:
-                    reader.close()
+                    self._reader.close()
+                    self._reader = None
             except Exception as exc:
                 self.runs.inc(trigger, "error")
                 error = f"{type(exc).__name__}: {exc}"
-                failed = MonitorRunRecord(trigger, start, end, ran_at, error=error)
-                self.cases.store.record_run(failed)
+                self.cases.store.record_run(
+                    MonitorRunRecord(trigger, start, end, ran_at, error=error)
+                )
                 raise
-        self.runs.inc(trigger, "ok")
-        record = MonitorRunRecord(
-            trigger, start, end, ran_at, done.events, done.alerts, len(done.cases_opened)
-        )
-        return dataclasses.replace(record, id=self.cases.store.record_run(record))
+            self.runs.inc(trigger, "ok")
+            record = MonitorRunRecord(
+                trigger, start, end, ran_at, done.events, done.alerts, len(done.cases_opened)
+            )
+            return dataclasses.replace(record, id=self.cases.store.record_run(record))
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.check_every):
+        failures = 0
+        while not self._stop.wait(min(self.check_every * 2**failures, MAX_BACKOFF_S)):
             try:
                 self.run_due()
-            except Exception:  # recorded and counted; the next check retries
-                log.exception("scheduled monitoring run failed")
+            except Exception:  # recorded and counted; retried later, less often each time
+                failures = min(failures + 1, 16)
+                log.exception("scheduled monitoring run failed (%d in a row)", failures)
+            else:
+                failures = 0

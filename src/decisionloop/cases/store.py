@@ -529,7 +529,7 @@ class SqlCaseStore:
             ]
 
     def covered_until(self, trigger: str) -> datetime | None:
-        """The latest period end of the trigger's completed runs: where its next run starts."""
+        """The latest period end of the trigger's completed runs."""
         t = monitor_runs_table
         query = sa.select(sa.func.max(t.c.period_end_us)).where(
             t.c.trigger == trigger, t.c.error.is_(None)
@@ -537,6 +537,18 @@ class SqlCaseStore:
         with self._read() as conn:
             latest = conn.execute(query).scalar()
         return None if latest is None else _at(int(latest))
+
+    def schedule_start(self, trigger: str) -> datetime | None:
+        """Where the trigger's next run starts: the end of its completed runs, else the start
+        of its earliest failed one (a first period that failed is retried, never skipped)."""
+        covered = self.covered_until(trigger)
+        if covered is not None:
+            return covered
+        t = monitor_runs_table
+        query = sa.select(sa.func.min(t.c.period_start_us)).where(t.c.trigger == trigger)
+        with self._read() as conn:
+            earliest = conn.execute(query).scalar()
+        return None if earliest is None else _at(int(earliest))
 
     def close(self) -> None:
         self.engine.dispose()

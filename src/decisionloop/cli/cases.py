@@ -253,6 +253,7 @@ def monitor(
 ) -> None:
     """Run monitoring rule sets over a past period of stored events; their hits open alerts
     and cases. Running a window again opens no duplicate alert."""
+    from decisionloop.cases.monitor import MonitorRun
     from decisionloop.cases.monitor import monitor as run_monitor
     from decisionloop.cli.backtest import no_history, parse_day
     from decisionloop.cli.main import console, guarded, settings_for
@@ -269,11 +270,19 @@ def monitor(
     try:
         cases = guarded(lambda: case_service(settings, ops))
         ran_at = datetime.now(UTC)
-        done = guarded(
-            lambda: run_monitor(
-                source, settings.project_dir, period_start, period_end, cases, rules, ops
-            )
-        )
+
+        def attempt() -> MonitorRun:
+            try:
+                return run_monitor(
+                    source, settings.project_dir, period_start, period_end, cases, rules, ops
+                )
+            except Exception as exc:  # recorded like the service's failed runs, then reported
+                error = f"{type(exc).__name__}: {exc}"
+                failed = MonitorRunRecord("cli", period_start, period_end, ran_at, error=error)
+                cases.store.record_run(failed)
+                raise
+
+        done = guarded(attempt)
         record = MonitorRunRecord(
             "cli",
             period_start,

@@ -18,7 +18,7 @@ from decisionloop.cli.live import replay_with_summary
 from decisionloop.demo.bank import BankConfig, generate, write
 from decisionloop.engine.service import DecisionService
 from decisionloop.project.scaffold import init_project
-from decisionloop.runtime import open_service, settle_heap
+from decisionloop.runtime import open_service, settle_heap, start_monitoring
 from decisionloop.settings import load_settings
 
 
@@ -60,6 +60,7 @@ def run_demo(
     app = create_app(service, settings)
     settle_heap()  # the generated bank stays in memory: keep it out of every full collection
     server = BackgroundServer(app, settings.host, port).start()
+    start_monitoring(service)  # after the import: history is not monitored wholesale
     console.rule("[bold]3. the service is up")
     console.print(f"live page:  [bold cyan]{server.url}/[/]")
     console.print(f"API docs:   {server.url}/docs     metrics: {server.url}/metrics")

@@ -125,11 +125,12 @@ def serve(
     import uvicorn
 
     from decisionloop.api.app import create_app
-    from decisionloop.runtime import open_service, settle_heap
+    from decisionloop.runtime import open_service, settle_heap, start_monitoring
 
     extra = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings_for(project, data_dir, **extra)
     service = guarded(lambda: open_service(settings))
+    start_monitoring(service)
     console.print(f"serving on http://{settings.host}:{settings.port}  (docs at /docs)")
     app = create_app(service, settings)
     settle_heap()
