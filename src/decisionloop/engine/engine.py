@@ -229,14 +229,14 @@ def build_engine(project: Project, lookups: LookupIndex | None = None) -> Decisi
         names = set().union(*(_field_scope(types[t]) for t in feature.event_types))
         source = project.expression_source(f"feature:{feature.name}", ("filter",))
         try:
-            predicate, _ = Compiler(names).compile(feature.filter, source)
+            predicate, reads = Compiler(names).compile(feature.filter, source)
         except ExpressionError as exc:  # a template's filter: reported once, not per expansion
             known = {(p.file, p.line, p.column, p.reason) for p in problems}
             problems.extend(
                 p for p in exc.problems if (p.file, p.line, p.column, p.reason) not in known
             )
             continue
-        filters[feature.name] = _event_predicate(predicate)
+        filters[feature.name] = _event_predicate(predicate, "occurred_at" in reads)
     features = compile_features(
         [f for f in usable if not link_problems(f, entity_keys)],  # the loader locates those
         entity_keys,
@@ -312,7 +312,12 @@ def _typed_scope(event_type: EventType) -> dict[str, SqlType]:
     return scope
 
 
-def _event_predicate(predicate: Compiled) -> Callable[[Event], bool]:
+def _event_predicate(predicate: Compiled, reads_time: bool) -> Callable[[Event], bool]:
+    """The filter over an event's values; the event time joins them only for a filter that
+    reads it (a copy of the values per event and filter otherwise, on the hot path)."""
+    if not reads_time:
+        return lambda event: predicate(event.values) is True
+
     def applies(event: Event) -> bool:
         return predicate({**event.values, "occurred_at": event.occurred_at}) is True
 
