@@ -236,3 +236,24 @@ def test_validate_checks_cases_yaml_and_monitoring_rules_at_once(project_dir: Pa
     assert "cases.yaml:1" in output
     assert "longer than 0s" in output
     assert "bad.yaml:3" in output
+
+
+def test_the_cli_records_its_runs_failed_ones_included(settings: Settings) -> None:
+    svc = open_service(settings)
+    svc.handle_sync(EVENTS, "stream")
+    svc.close()
+    where = ["--project", settings.project_dir, "--data-dir", settings.data_dir]
+    period = ["--from", "2026-06-01", "--to", "2026-06-01"]
+    assert cli("monitor", *period, *where).exit_code == 0
+    bad = settings.project_dir / "bad.yaml"
+    bad.write_text("name: bad\nrules:\n  - {id: oops, when: amount >>> 3}\n")
+    assert cli("monitor", *period, "--rules", bad, *where).exit_code == 2
+    svc = open_service(settings)
+    try:
+        assert svc.alerts is not None
+        runs = svc.alerts.cases.store.runs(trigger="cli")
+    finally:
+        svc.close()
+    assert [(r.error is None, r.alerts) for r in runs] == [(False, 0), (True, 3)]
+    assert runs[0].error is not None
+    assert "DefinitionError" in runs[0].error

@@ -15,8 +15,10 @@ its priority that of the rule's ``outcome``; it joins its entity's open case lik
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ import duckdb
 
 from decisionloop.cases.config import load_cases_config
 from decisionloop.cases.service import CaseService
-from decisionloop.cases.store import NewAlert
+from decisionloop.cases.store import MonitorRunRecord, NewAlert
 from decisionloop.engine.engine import DecisionEngine, build_engine
 from decisionloop.errors import DefinitionError, InputError, NotFoundError, Problem
 from decisionloop.ops.history import register_history
@@ -82,6 +84,29 @@ def monitoring_files(project_dir: Path, rules: list[Path] | None) -> list[Path]:
             ],
         )
     return found
+
+
+def recorded_run(
+    cases: CaseService,
+    trigger: str,
+    start: datetime,
+    end: datetime,
+    attempt: Callable[[], MonitorRun],
+) -> tuple[MonitorRun, MonitorRunRecord]:
+    """Run ``attempt`` (a :func:`monitor` call over ``[start, end)``) and record it in the case
+    store with its counts, or with its error before re-raising it: how the service's schedule,
+    its API and the CLI all keep ``monitor_runs``. Returns the run and its stored record."""
+    ran_at = datetime.now(UTC)
+    try:
+        done = attempt()
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        cases.store.record_run(MonitorRunRecord(trigger, start, end, ran_at, error=error))
+        raise
+    record = MonitorRunRecord(
+        trigger, start, end, ran_at, done.events, done.alerts, len(done.cases_opened)
+    )
+    return done, dataclasses.replace(record, id=cases.store.record_run(record))
 
 
 def check_casework(project_dir: Path, project: Project, engine: DecisionEngine) -> int:

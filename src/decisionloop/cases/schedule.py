@@ -26,15 +26,15 @@ runs.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 
-from decisionloop.cases.monitor import MonitorRun, monitor
+from decisionloop.cases.monitor import MonitorRun, monitor, recorded_run
 from decisionloop.cases.service import CaseService
 from decisionloop.cases.store import MonitorRunRecord
 from decisionloop.engine.metrics import LoopCounter
@@ -122,28 +122,25 @@ class MonitorSchedule:
                 raise StorageError(
                     "the service is stopping", [Problem("monitoring", "no new runs; retry later")]
                 )
-            ran_at = datetime.now(UTC)
             try:
-                self._reader = self.source.reader()
-                try:
-                    done: MonitorRun = monitor(
-                        self._reader, self.project_dir, start, end, self.cases, store=self.ops
-                    )
-                finally:
-                    self._reader.close()
-                    self._reader = None
-            except Exception as exc:
+                _, record = recorded_run(self.cases, trigger, start, end, self._monitor(start, end))
+            except Exception:
                 self.runs.inc(trigger, "error")
-                error = f"{type(exc).__name__}: {exc}"
-                self.cases.store.record_run(
-                    MonitorRunRecord(trigger, start, end, ran_at, error=error)
-                )
                 raise
             self.runs.inc(trigger, "ok")
-            record = MonitorRunRecord(
-                trigger, start, end, ran_at, done.events, done.alerts, len(done.cases_opened)
-            )
-            return dataclasses.replace(record, id=self.cases.store.record_run(record))
+            return record
+
+    def _monitor(self, start: datetime, end: datetime) -> Callable[[], MonitorRun]:
+        def attempt() -> MonitorRun:
+            self._reader = self.source.reader()
+            try:
+                reader, project_dir = self._reader, self.project_dir
+                return monitor(reader, project_dir, start, end, self.cases, store=self.ops)
+            finally:
+                self._reader.close()
+                self._reader = None
+
+        return attempt
 
     def _loop(self) -> None:
         failures = 0

@@ -19,7 +19,7 @@ from rich.table import Table
 
 from decisionloop.cases.config import load_cases_config
 from decisionloop.cases.service import CaseService
-from decisionloop.cases.store import CaseFilter, MonitorRunRecord, SqlCaseStore
+from decisionloop.cases.store import CaseFilter, SqlCaseStore
 from decisionloop.cli.labels import call_api, run
 from decisionloop.domain.events import EventType
 from decisionloop.ops.store import OpsStore, SqlOpsStore
@@ -253,8 +253,8 @@ def monitor(
 ) -> None:
     """Run monitoring rule sets over a past period of stored events; their hits open alerts
     and cases. Running a window again opens no duplicate alert."""
-    from decisionloop.cases.monitor import MonitorRun
     from decisionloop.cases.monitor import monitor as run_monitor
+    from decisionloop.cases.monitor import recorded_run
     from decisionloop.cli.backtest import no_history, parse_day
     from decisionloop.cli.main import console, guarded, settings_for
     from decisionloop.runtime import open_ops_store
@@ -269,30 +269,18 @@ def monitor(
     ops = guarded(lambda: open_ops_store(settings))
     try:
         cases = guarded(lambda: case_service(settings, ops))
-        ran_at = datetime.now(UTC)
-
-        def attempt() -> MonitorRun:
-            try:
-                return run_monitor(
+        # Recorded with the service's runs (GET /v1/monitoring/runs), failed ones included.
+        done, _ = guarded(
+            lambda: recorded_run(
+                cases,
+                "cli",
+                period_start,
+                period_end,
+                lambda: run_monitor(
                     source, settings.project_dir, period_start, period_end, cases, rules, ops
-                )
-            except Exception as exc:  # recorded like the service's failed runs, then reported
-                error = f"{type(exc).__name__}: {exc}"
-                failed = MonitorRunRecord("cli", period_start, period_end, ran_at, error=error)
-                cases.store.record_run(failed)
-                raise
-
-        done = guarded(attempt)
-        record = MonitorRunRecord(
-            "cli",
-            period_start,
-            period_end,
-            ran_at,
-            done.events,
-            done.alerts,
-            len(done.cases_opened),
+                ),
+            )
         )
-        cases.store.record_run(record)  # listed with the service's runs (GET /v1/monitoring/runs)
     finally:
         ops.close()
     table = Table("rule", "hits")
