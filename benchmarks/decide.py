@@ -221,6 +221,9 @@ class Workload:
 
 
 # -- building the workload ----------------------------------------------------------------------
+CASES_WITHOUT_MONITORING = "default_queue: fraud\nalert_outcomes: [review]\n"
+
+
 def build_workload(
     root: Path,
     *,
@@ -262,6 +265,9 @@ def build_workload(
     project = root / "project"
     init_project(project)
     (project / "features" / "more.yaml").write_text(EXTRA_FEATURES)
+    # No scheduled monitoring: it follows event time, and the replay runs 90 days of it in
+    # minutes, so the service would spend the runs monitoring rather than deciding.
+    (project / "cases.yaml").write_text(CASES_WITHOUT_MONITORING)
     settings = load_settings(project_dir=project, data_dir=root / "state")
     facts: Result = {"events": len(bank.events), "history_events": len(history)}
     facts["live_events"] = len(live)
@@ -922,6 +928,7 @@ def main(argv: list[str] | None = None) -> None:
     if info["background_cores_before"] > 0.25:
         console.print(f"[yellow]warning[/]: {info['background_cores_before']} cores busy already")
     root = args.keep or Path(tempfile.mkdtemp(prefix="decisionloop-decide-"))
+    root.mkdir(parents=True, exist_ok=True)
     try:
         workload = build_workload(
             root, customers=args.customers, days=args.days, live_days=args.live_days,
