@@ -3,6 +3,7 @@ its per-path contributions add up to the raw score."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -97,7 +98,46 @@ def test_contributions_add_up_to_the_raw_score(big_model: lgb.Booster) -> None:
     for row, raw in zip(as_rows(walker.feature_names, x), raws, strict=True):
         walked, credits = walker.explain(row)
         assert walked == raw
-        assert walker.bias + float(credits.sum()) == pytest.approx(raw, abs=1e-9)
+        assert walker.bias + sum(credits) == pytest.approx(raw, abs=1e-9)
+
+
+def saabas(dump: dict[str, Any], leaves: np.ndarray) -> list[float]:
+    """Reference contributions: for the leaf LightGBM itself reached in each tree
+    (``pred_leaf``), the path from the root, each split crediting its feature with the change of
+    the hessian-weighted mean of the leaves below."""
+
+    def mean(node: dict[str, Any]) -> tuple[float, float]:
+        if "leaf_value" in node:
+            return node["leaf_value"], node.get("leaf_weight", 0.0)
+        (a, wa), (b, wb) = mean(node["left_child"]), mean(node["right_child"])
+        return ((a * wa + b * wb) / (wa + wb), wa + wb) if wa + wb > 0 else ((a + b) / 2, 0.0)
+
+    def path(node: dict[str, Any], leaf: int) -> list[dict[str, Any]] | None:
+        if "leaf_value" in node:
+            return [node] if node["leaf_index"] == leaf else None
+        for child in (node["left_child"], node["right_child"]):
+            below = path(child, leaf)
+            if below is not None:
+                return [node, *below]
+        return None
+
+    credits = [0.0] * len(dump["feature_names"])
+    for info, leaf in zip(dump["tree_info"], leaves, strict=True):
+        nodes = path(info["tree_structure"], int(leaf))
+        assert nodes is not None
+        for parent, child in itertools.pairwise(nodes):
+            credits[parent["split_feature"]] += mean(child)[0] - mean(parent)[0]
+    return credits
+
+
+def test_contributions_are_the_credits_along_lightgbms_own_paths(big_model: lgb.Booster) -> None:
+    dump = big_model.dump_model()
+    walker = compile_walker(dump)
+    x = probe(np.random.default_rng(8), big_model, 100)
+    leaves = big_model.predict(x, pred_leaf=True)
+    for row, reached in zip(as_rows(walker.feature_names, x), leaves, strict=True):
+        _, credits = walker.explain(row)
+        assert credits == pytest.approx(saabas(dump, reached), abs=1e-12)
 
 
 def test_contributions_credit_the_features_the_model_uses() -> None:

@@ -19,6 +19,7 @@ reason saying so (``values.degraded``), and the engine counts it. A model never 
 
 from __future__ import annotations
 
+import heapq
 import logging
 import math
 import time
@@ -67,10 +68,12 @@ class Scorer(Protocol):
     def score(self, row: Row, top: int) -> Scored: ...
 
 
-def _top(names: Sequence[str], credits: np.ndarray, top: int) -> list[tuple[str, float]]:
-    if top <= 0 or not len(credits):
+def _top(names: Sequence[str], credits: Sequence[float], top: int) -> list[tuple[str, float]]:
+    """The ``top`` largest contributions by magnitude, ties in feature order; zeros left out.
+    Plain Python on purpose: numpy's sort releases the GIL (see :mod:`decisionloop.ml.walker`)."""
+    if top <= 0:
         return []
-    order = np.argsort(-np.abs(credits), kind="stable")[:top]
+    order = heapq.nlargest(top, range(len(credits)), key=lambda i: abs(credits[i]))
     return [(names[i], float(credits[i])) for i in order if credits[i] != 0.0]
 
 
@@ -108,7 +111,8 @@ class BoosterScorer:
         probability = float(self.booster.predict(x)[0])
         if top <= 0:
             return Scored(probability, [])
-        credits = np.asarray(self.booster.predict(x, pred_contrib=True))[0, :-1]  # last: bias
+        contrib = np.asarray(self.booster.predict(x, pred_contrib=True))
+        credits: list[float] = contrib[0, :-1].tolist()  # the last column is the bias
         return Scored(probability, _top(self.feature_names, credits, top))
 
 

@@ -30,6 +30,15 @@ few precomputed additions per leaf — microseconds, where TreeSHAP costs more t
 and an investigator reads them the same way ("this feature pushed the score up by so much").
 Their known bias (splits near the root get more credit) is acceptable for ranking reasons.
 
+The credits of the leaves taken are added with operations that keep the GIL: the walk returns each
+tree's leaf, the leaves' credit rows are joined as bytes and summed by ``np.dot`` with a vector of
+ones. ``ndarray.take``, fancy indexing and large reductions release the GIL, and in a service
+where another thread is busy (the source writer, the case store, a monitoring run) getting it
+back costs up to the interpreter's switch interval, 5 ms: explaining one event took 0.1 ms alone
+and 5.9 ms beside one busy thread that way (``take`` + ``add.reduce``), 0.03 ms either way now.
+Generating the additions into the walk keeps the GIL too, but doubles the generated code and
+cost 90 µs more per event in the decision loop (cache misses), so it was not kept.
+
 Safety: the source is ours; feature names reach it only as ``repr()`` of strings and numbers as
 ``repr()`` of floats.
 """
@@ -66,7 +75,8 @@ class Walker:
     feature_names: tuple[str, ...]
     raw: Callable[[Row], float]
     walk: Callable[[Row], tuple[float, tuple[int, ...]]]  # raw score and the leaf of each tree
-    credit_table: np.ndarray  # leaf -> contribution of each feature along its path
+    leaf_credits: list[bytes]  # per leaf: each feature's credit along its path, float64 bytes
+    trees: np.ndarray  # ones, one per tree: np.dot adds up the rows of the leaves taken
     transform: Callable[[float], float]
     bias: float
     source: str
@@ -74,11 +84,14 @@ class Walker:
     def predict(self, row: Row) -> float:
         return self.transform(self.raw(row))
 
-    def explain(self, row: Row) -> tuple[float, np.ndarray]:
-        """The raw score and the per-feature contributions (``bias + sum == raw``)."""
+    def explain(self, row: Row) -> tuple[float, list[float]]:
+        """The raw score and each feature's contribution (``bias + sum == raw``), in
+        ``feature_names`` order; never releases the GIL (see the module's docstring)."""
         raw, leaves = self.walk(row)
-        taken = np.fromiter(leaves, np.intp, len(leaves))
-        return raw, np.add.reduce(self.credit_table.take(taken, axis=0), axis=0)
+        rows = self.leaf_credits
+        taken = np.frombuffer(b"".join([rows[leaf] for leaf in leaves]), dtype=np.float64)
+        credits = np.dot(self.trees, taken.reshape(len(leaves), len(self.feature_names)))
+        return raw, credits.tolist()
 
 
 def compile_walker(dump: Mapping[str, Any]) -> Walker:
@@ -95,15 +108,18 @@ def compile_walker(dump: Mapping[str, Any]) -> Walker:
     source = generator.source()
     namespace: dict[str, Any] = {"_nan": math.nan, "_ZERO": ZERO_THRESHOLD}
     exec(compile(source, "<decisionloop.ml.walker>", "exec"), namespace)  # see module docstring
-    table = np.zeros((max(len(generator.leaf_credits), 1), len(names)))
-    for leaf, credits in enumerate(generator.leaf_credits):
+    rows = []
+    for credits in generator.leaf_credits:
+        row = np.zeros(len(names))
         for feature, credit in credits.items():
-            table[leaf, feature] = credit
+            row[feature] = credit
+        rows.append(row.tobytes())
     return Walker(
         feature_names=names,
         raw=namespace["_raw"],
         walk=namespace["_explain"],
-        credit_table=table,
+        leaf_credits=rows,
+        trees=np.ones(len(generator.trees)),
         transform=transform,
         bias=generator.bias,
         source=source,
