@@ -7,6 +7,10 @@ so concurrent requests share group commits.
 Idempotency: every stored ``event_id`` is indexed in memory (rebuilt from the source layer on
 start). A repeat returns the original decision; a repeat that arrives while the original is still
 being committed waits for the original's answer.
+
+An unexpected failure deciding one event fails its request, but the request's other events are
+still made durable first, so that a retry finds them stored (and gets their original decisions)
+rather than half-known: counted as seen, never stored.
 """
 
 from __future__ import annotations
@@ -243,9 +247,15 @@ class DecisionService:
         prepared: list[Prepared] = []
         owned: list[str] = []
         strategies = self.engine.strategies
+        failed: Exception | None = None
         for event in events:
             decide = mode == "decide" or (mode == "stream" and event.type in strategies)
-            item = self.prepare(event, validate_us, decide)
+            try:
+                item = self.prepare(event, validate_us, decide)
+            except Exception as exc:  # a defect: this event fails, the others are still stored
+                log.exception("deciding event %s failed", event.event_id)
+                failed = failed or exc
+                continue
             if item.record is not None:
                 self._known.add(event.event_id)
                 self._inflight[event.event_id] = loop.create_future()
@@ -276,6 +286,8 @@ class DecisionService:
             await self._attach_labels(prepared)
         if self.alerts is not None:  # after durability, like labels; never fails the request
             await self.alerts.store([p.alert for p in prepared if p.alert is not None])
+        if failed is not None:
+            raise failed
         return [await self._answer(p) for p in prepared]
 
     async def _answer(self, p: Prepared) -> Answer:
