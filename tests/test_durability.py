@@ -26,7 +26,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(project: Path, data: Path, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    project: Path, data: Path, port: int, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     command = [
         sys.executable,
         "-m",
@@ -39,7 +41,10 @@ def start_server(project: Path, data: Path, port: int) -> subprocess.Popen[bytes
         "--port",
         str(port),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    environment = {**os.environ, **(env or {})}
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=environment
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

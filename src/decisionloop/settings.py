@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger bodies get 413")
+    keep_alive_s: int = Field(
+        default=75,
+        ge=1,
+        description="Idle HTTP keep-alive connections are closed after this long: longer than "
+        "the idle timeout of common load balancers (60 s), so that the balancer, not the "
+        "service, closes an idle connection and never sends on one being closed",
+    )
     max_batch_events: int = Field(default=1000, ge=1)
     recent_decisions: int = Field(default=200, ge=0, description="Kept in memory for the live page")
     max_future_skew_s: int = Field(

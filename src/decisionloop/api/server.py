@@ -12,7 +12,9 @@ from decisionloop.errors import ConfigError, Problem
 
 
 class BackgroundServer:
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
+    def __init__(
+        self, app: FastAPI, host: str = "127.0.0.1", port: int = 8000, keep_alive_s: int = 75
+    ) -> None:
         config = uvicorn.Config(
             app,
             host=host,
@@ -21,6 +23,7 @@ class BackgroundServer:
             loop="uvloop",
             http="httptools",
             lifespan="on",
+            timeout_keep_alive=keep_alive_s,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)

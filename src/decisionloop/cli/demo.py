@@ -59,7 +59,7 @@ def run_demo(
 
     app = create_app(service, settings)
     settle_heap()  # the generated bank stays in memory: keep it out of every full collection
-    server = BackgroundServer(app, settings.host, port).start()
+    server = BackgroundServer(app, settings.host, port, settings.keep_alive_s).start()
     start_monitoring(service)  # after the import: history is not monitored wholesale
     console.rule("[bold]3. the service is up")
     console.print(f"live page:  [bold cyan]{server.url}/[/]")

@@ -141,6 +141,7 @@ def serve(
         log_level="warning",
         loop="uvloop",
         http="httptools",
+        timeout_keep_alive=settings.keep_alive_s,
     )
 
 
