@@ -15,6 +15,24 @@ pytestmark = pytest.mark.slow
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
+def response(conn: socket.socket) -> bytes:
+    """One whole response: the headers, then as many body bytes as Content-Length says."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(4096)
+        assert chunk, "the connection closed before a response"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += conn.recv(4096)
+    return head
+
+
 def test_idle_connections_are_closed_after_the_configured_time(
     project_dir: Path, tmp_path: Path
 ) -> None:
@@ -23,11 +41,12 @@ def test_idle_connections_are_closed_after_the_configured_time(
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(REQUEST)
-            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
+            assert response(conn).startswith(b"HTTP/1.1 200")
             time.sleep(1.0)  # idle, shorter than 2 s: still open
             conn.sendall(REQUEST)
-            assert conn.recv(4096).startswith(b"HTTP/1.1 200")
-            time.sleep(3.5)  # idle past 2 s, not past uvicorn's default of 5 s
+            assert response(conn).startswith(b"HTTP/1.1 200")
+            time.sleep(3.0)  # idle past 2 s, and 1 s short of uvicorn's default of 5 s
+            conn.settimeout(0.5)  # so that a connection still open fails here, not at 5 s
             assert conn.recv(4096) == b""  # closed by the service
     finally:
         server.send_signal(signal.SIGTERM)
