@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from decisionloop.ml.serving import BoosterScorer, WalkerScorer, verification_rows
+from decisionloop.ml.serving import BoosterScorer, WalkerScorer, _top, verification_rows
 from decisionloop.ml.walker import UnsupportedModelError, compile_walker
 
 
@@ -187,3 +187,10 @@ def test_generated_code_carries_names_only_as_literals() -> None:
     assert repr(hostile) in walker.source
     expected = booster.predict(np.array([[1.5, 0.0, math.nan]]), raw_score=True)[0]
     assert walker.raw({hostile: 1.5, "b": 0.0}) == expected
+
+
+def test_top_contributions_rank_by_magnitude_ties_in_order_nan_last() -> None:
+    names = ["a", "b", "c", "d"]
+    assert _top(names, [1.0, -1.0, 0.5, 1.0], 3) == [("a", 1.0), ("b", -1.0), ("d", 1.0)]
+    assert _top(names, [1.0, math.nan, 2.0, 0.0], 2) == [("c", 2.0), ("a", 1.0)]
+    assert _top(names, [0.0, 0.0, 3.0, 0.0], 3) == [("c", 3.0)]  # zeros are no reason

@@ -73,7 +73,12 @@ def _top(names: Sequence[str], credits: Sequence[float], top: int) -> list[tuple
     Plain Python on purpose: numpy's sort releases the GIL (see :mod:`decisionloop.ml.walker`)."""
     if top <= 0:
         return []
-    order = heapq.nlargest(top, range(len(credits)), key=lambda i: abs(credits[i]))
+
+    def magnitude(i: int) -> float:  # NaN last, as the earlier argsort ranked it
+        credit = credits[i]
+        return abs(credit) if credit == credit else -math.inf
+
+    order = heapq.nlargest(top, range(len(credits)), key=magnitude)
     return [(names[i], float(credits[i])) for i in order if credits[i] != 0.0]
 
 
