@@ -8,9 +8,10 @@ Idempotency: every stored ``event_id`` is indexed in memory (rebuilt from the so
 start). A repeat returns the original decision; a repeat that arrives while the original is still
 being committed waits for the original's answer.
 
-An unexpected failure deciding one event fails its request, but the request's other events are
-still made durable first, so that a retry finds them stored (and gets their original decisions)
-rather than half-known: counted as seen, never stored.
+An unexpected failure deciding one event fails its request, but the request's events are still
+made durable first: the others with their decisions (a retry gets those back), the failed one as
+observed without a decision, since the online features may have counted it already (a retry of
+it is refused as already stored; a new event_id decides it).
 """
 
 from __future__ import annotations
@@ -173,9 +174,9 @@ class DecisionService:
             decision_id=decision.decision_id,
             outcome=decision.outcome,
         )
-        self._observe_decision(decision, answer)
         labels = self._labels_to_attach(event, decision) if decision.reasons else None
         alert = self.alerts.alert_for(event, decision, self.engine) if self.alerts else None
+        self._observe_decision(decision, answer)  # last: a decision that failed is not shown
         return Prepared(event, answer=answer, record=record, labels=labels, alert=alert)
 
     def _labels_to_attach(
@@ -255,7 +256,14 @@ class DecisionService:
             except Exception as exc:  # a defect: this event fails, the others are still stored
                 log.exception("deciding event %s failed", event.event_id)
                 failed = failed or exc
-                continue
+                # The features ran first and may have counted it: stored as observed, without a
+                # decision, the source layer (what a restart rebuilds state from) agrees with
+                # the state the request's other decisions saw.
+                raw = orjson.dumps(event.raw)
+                now = datetime.now(UTC)
+                stored = Record(event.event_id, event.type, event.occurred_at, now, raw)
+                accepted = {"event_id": event.event_id, "status": "accepted"}
+                item = Prepared(event, answer=accepted, record=stored)
             if item.record is not None:
                 self._known.add(event.event_id)
                 self._inflight[event.event_id] = loop.create_future()
