@@ -39,6 +39,9 @@ class MemorySourceConfig(BaseModel):
 SourceConfig = Annotated[DuckDBSourceConfig | MemorySourceConfig, Field(discriminator="type")]
 
 
+KEEP_ALIVE_S = 75  # the default of ``keep_alive_s`` and of BackgroundServer's
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DECISIONLOOP_",
@@ -53,7 +56,7 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Larger bodies get 413")
     keep_alive_s: int = Field(
-        default=75,
+        default=KEEP_ALIVE_S,
         ge=1,
         description="Idle HTTP keep-alive connections are closed after this long: longer than "
         "the idle timeout of common load balancers (60 s), so that the balancer, not the "

@@ -9,11 +9,16 @@ import uvicorn
 from fastapi import FastAPI
 
 from decisionloop.errors import ConfigError, Problem
+from decisionloop.settings import KEEP_ALIVE_S
 
 
 class BackgroundServer:
     def __init__(
-        self, app: FastAPI, host: str = "127.0.0.1", port: int = 8000, keep_alive_s: int = 75
+        self,
+        app: FastAPI,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        keep_alive_s: int = KEEP_ALIVE_S,
     ) -> None:
         config = uvicorn.Config(
             app,
