@@ -91,3 +91,13 @@ def test_duckdb_survives_reopen(tmp_path: Path) -> None:
     assert [s.seq for s in second.scan()] == [0, 1]  # sequence continues after a restart
     assert second.decision("d1") is not None
     second.close()
+
+
+def test_write_is_durable_when_it_returns_and_shares_the_sequence(log: SourceLog) -> None:
+    log.write([record(1, 1, decided=True), record(2, 2)])
+    append(log, [record(3, 3)])  # the writer thread's path continues the same sequence
+    log.write([record(4, 4)])
+    assert [s.event_id for s in log.scan()] == ["e1", "e2", "e3", "e4"]
+    assert [s.seq for s in log.scan()] == [0, 1, 2, 3]
+    assert log.decision_for_event("e1") == {"decision_id": "d1", "event_id": "e1"}
+

@@ -1,8 +1,8 @@
 """The decision service: validation, idempotency, the engine and the durable source layer.
 
 API, CLI and UI are thin layers over this class. The hot path runs on one thread (the server's
-event loop), so online state needs no locks; durability is awaited on the source writer's future,
-so concurrent requests share group commits.
+event loop), so online state needs no locks; the requests of one loop turn are made durable by one
+group commit in that thread (:mod:`decisionloop.storage.loop_commit`) before any of them answers.
 
 Idempotency: every stored ``event_id`` is indexed in memory (rebuilt from the source layer on
 start). A repeat returns the original decision; a repeat that arrives while the original is still
@@ -45,6 +45,7 @@ from decisionloop.errors import (
 from decisionloop.ops.labels import LabelService, NewLabel
 from decisionloop.ops.store import OpsStore
 from decisionloop.project.definitions import RuleSpec
+from decisionloop.storage.loop_commit import LoopGroupCommit
 from decisionloop.storage.ports import Record, SourceLog
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ class DecisionService:
         self.engine = engine
         self.max_future_skew = max_future_skew
         self.source = source
+        self._group_commit = LoopGroupCommit(source)
         self.metrics = ServiceMetrics()
         self.recent: deque[Answer] = deque(maxlen=recent)
         self.started_at = time.time()
@@ -274,7 +276,7 @@ class DecisionService:
         try:
             if records:
                 persist_started = time.perf_counter()
-                await asyncio.wrap_future(self.source.submit(records))
+                await self._group_commit.commit(records)
                 # Kept out of the decision body so that a repeat returns it byte for byte.
                 self.metrics.latency.observe("persist", time.perf_counter() - persist_started)
                 self._count_stored(records)

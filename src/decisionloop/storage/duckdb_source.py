@@ -1,12 +1,14 @@
 """The embedded source layer: a DuckDB file, fed through a journal with group commit.
 
-Requests hand their records to a queue and wait on a future. One writer thread drains whatever
-has queued since its last write, appends it to the journal (:mod:`decisionloop.storage.journal`)
-and fsyncs once for all of them; only then are the futures resolved, so an answer never leaves
-before its event is on disk, and many concurrent requests share one fsync. A loader thread moves
-journaled records into DuckDB in large batches (a DuckDB commit costs milliseconds whatever it
-holds) and records how far it got; on start, whatever the journal holds beyond that mark is loaded
-first. Reads of decisions see records still waiting for the loader; scans wait for it.
+Two ways in, both appending to the journal (:mod:`decisionloop.storage.journal`) and fsyncing once
+per group, so that an answer never leaves before its event is on disk. The service's event loop
+calls ``write`` once per loop turn for all that turn's requests (:mod:`.loop_commit`). Other
+callers (the importer) ``submit`` records to a queue and wait on a future: one writer thread
+drains whatever has queued since its last write and resolves the futures after the fsync. A
+loader thread moves journaled records into DuckDB in large batches (a DuckDB commit costs
+milliseconds whatever it holds) and records how far it got; on start, whatever the journal holds
+beyond that mark is loaded first. Reads of decisions see records still waiting for the loader;
+scans wait for it.
 """
 
 from __future__ import annotations
@@ -127,6 +129,8 @@ class DuckDBSourceLog:
         self._reader_lock = threading.Lock()
         self.commits = 0  # group commits (fsyncs) done, for metrics
         self.loads = 0  # batches moved into DuckDB
+        # The writer thread and ``write`` (an event loop's group commit) take turns committing.
+        self._commit_lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stopping = False
@@ -186,18 +190,33 @@ class DuckDBSourceLog:
             if stop:
                 return
 
+    def write(self, records: Sequence[Record]) -> None:
+        with self._commit_lock:
+            self._store(records)
+
     def _commit(self, items: list[_Item]) -> None:
-        rows = [self._row(r) for batch, _ in items for r in batch]
         try:
-            if rows:
-                self._journal.append([encode(r) for r in rows], rows[-1][0])
-        except Exception as exc:  # resolve every waiter, never leave a request hanging
-            log.exception("journal append of %d records failed", len(rows))
-            self._journal.abandon_segment()
-            error = StorageError(f"could not store {len(rows)} event(s): {exc}")
+            with self._commit_lock:
+                self._store([r for batch, _ in items for r in batch])
+        except Exception as error:  # resolve every waiter, never leave a request hanging
             for _, future in items:
                 future.set_exception(error)
             return
+        for _, future in items:
+            future.set_result(None)
+
+    def _store(self, records: Sequence[Record]) -> None:
+        """Journal (write + fsync) and index as pending; the caller holds ``_commit_lock``, so
+        sequence numbers follow the journal's order whichever thread commits."""
+        rows = [self._row(r) for r in records]
+        if not rows:
+            return
+        try:
+            self._journal.append([encode(r) for r in rows], rows[-1][0])
+        except Exception as exc:
+            log.exception("journal append of %d records failed", len(rows))
+            self._journal.abandon_segment()
+            raise StorageError(f"could not store {len(rows)} event(s): {exc}") from exc
         with self._lock:
             self._pending.extend(rows)
             for row in rows:
@@ -205,8 +224,6 @@ class DuckDBSourceLog:
                     self._pending_decisions[row[6]] = row[8]
                     self._pending_by_event[row[1]] = row[6]
         self.commits += 1
-        for _, future in items:
-            future.set_result(None)
 
     def _row(self, record: Record) -> Row:
         seq = self._next_seq

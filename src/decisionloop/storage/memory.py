@@ -22,6 +22,11 @@ class MemorySourceLog:
 
     def submit(self, records: Sequence[Record]) -> Future[None]:
         future: Future[None] = Future()
+        self.write(records)
+        future.set_result(None)
+        return future
+
+    def write(self, records: Sequence[Record]) -> None:
         with self._lock:
             for record in records:
                 self._events.append(
@@ -37,8 +42,6 @@ class MemorySourceLog:
                 if record.decision is not None and record.decision_id is not None:
                     self._decisions[record.decision_id] = orjson.loads(record.decision)
                     self._by_event[record.event_id] = record.decision_id
-        future.set_result(None)
-        return future
 
     def event_ids(self) -> Iterator[str]:
         with self._lock:

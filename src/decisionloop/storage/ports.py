@@ -43,6 +43,12 @@ class SourceLog(Protocol):
         """Queue records for the next group commit; the future resolves once they are durable."""
         ...
 
+    def write(self, records: Sequence[Record]) -> None:
+        """Store records and make them durable in the calling thread, in one commit (the event
+        loop's group commit, :mod:`decisionloop.storage.loop_commit`); raises ``StorageError``
+        when they could not be stored."""
+        ...
+
     def event_ids(self) -> Iterator[str]:
         """Every stored event id (to rebuild the idempotency index on start)."""
         ...
