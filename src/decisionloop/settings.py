@@ -27,7 +27,9 @@ class DuckDBSourceConfig(BaseModel):
     path: Path | None = Field(
         default=None, description="DuckDB file; defaults to <data_dir>/source.duckdb"
     )
-    max_group: int = Field(default=1024, ge=1, description="Most events in one group commit")
+    max_group: int = Field(
+        default=1024, ge=1, description="Most events in one group commit of the writer thread"
+    )
 
 
 class MemorySourceConfig(BaseModel):
