@@ -77,7 +77,8 @@ def test_live_loads_keep_every_value(drawn: list[tuple[dict[str, Any], bool, int
             log.flush()
             assert log.loads == 1
             with log._lock:  # nothing is left for the decision reads from memory
-                assert not log._pending_decisions and not log._pending_by_event
+                assert not log._pending_decisions
+                assert not log._pending_by_event
             assert_loaded(log, written)
         finally:
             log.close()
