@@ -77,9 +77,7 @@ def test_concurrent_decide_requests_are_made_durable_together(service: DecisionS
     source = counted(service)
 
     async def main() -> list[Any]:
-        requests = [
-            service.handle([transaction(f"c{i}")], "decide", batch=False) for i in range(5)
-        ]
+        requests = [service.handle([transaction(f"c{i}")], "decide", batch=False) for i in range(5)]
         return await asyncio.gather(*requests)
 
     answers = asyncio.run(main())

@@ -100,4 +100,3 @@ def test_write_is_durable_when_it_returns_and_shares_the_sequence(log: SourceLog
     assert [s.event_id for s in log.scan()] == ["e1", "e2", "e3", "e4"]
     assert [s.seq for s in log.scan()] == [0, 1, 2, 3]
     assert log.decision_for_event("e1") == {"decision_id": "d1", "event_id": "e1"}
-
