@@ -285,7 +285,7 @@ def print_table(runs: list[Result]) -> None:
     console.print(table)
     console.print(
         "persist: mean ms a request waited for its group commit (server /metrics). loop, srv thr:"
-        " cores used by the server's event-loop thread and its other threads (source writer,"
+        " cores used by the server's event-loop thread and its other threads (source loader,"
         " DuckDB, thread pool); cpu/req: server CPU ms per request; others: cores used by every"
         " other process on the machine (not the load generator)."
     )

@@ -102,3 +102,27 @@ def test_a_storage_failure_answers_an_error_and_the_event_can_be_sent_again(
     answer = asyncio.run(service.handle([transaction("f1")], "decide", batch=False))
     assert answer[0]["event_id"] == "f1"
     assert source.writes == [["f1"]]
+
+
+@pytest.mark.parametrize("cancelled", ["while waiting", "after the commit"])
+def test_a_cancelled_request_is_stored_once_and_a_repeat_gets_its_decision(
+    service: DecisionService, cancelled: str
+) -> None:
+    """The flush writes every waiter's records, a cancelled one's too: the event stays known,
+    so a repeat gets the stored decision instead of a second one."""
+
+    async def main() -> tuple[Any, Any]:
+        task = asyncio.create_task(service.handle([transaction("x1")], "decide", batch=False))
+        await asyncio.sleep(0)  # the request now waits for its commit
+        if cancelled == "while waiting":
+            task.cancel()
+        else:  # after the flush has resolved the commit, before the task resumes
+            asyncio.get_running_loop().call_soon(task.cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return await service.handle([transaction("x1")], "decide", batch=False), None
+
+    repeat, _ = asyncio.run(main())
+    stored = [e.event_id for e in service.source.scan()]
+    assert stored == ["x1"]
+    assert repeat[0] == service.source.decision_for_event("x1")

@@ -5,14 +5,17 @@ accepted, byte for byte once decoded."""
 from __future__ import annotations
 
 import tempfile
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from decisionloop.errors import StorageError
 from decisionloop.storage.duckdb_source import DuckDBSourceLog
 from decisionloop.storage.journal import Journal, encode
 from decisionloop.storage.ports import Record
@@ -103,3 +106,41 @@ def test_recovery_loads_keep_every_value(drawn: list[tuple[dict[str, Any], bool,
             assert_loaded(recovered, written)
         finally:
             recovered.close()
+
+
+def test_a_failed_load_is_retried_by_the_loader_and_loads_once(tmp_path: Path) -> None:
+    log = DuckDBSourceLog(tmp_path / "s.duckdb", load_interval=0.05)
+    original, failures = log._insert, []
+
+    def fail_once(batch: Any, last_seq: int) -> None:
+        if not failures:
+            failures.append(last_seq)
+            raise RuntimeError("disk hiccup")
+        original(batch, last_seq)
+
+    log._insert = fail_once  # type: ignore[method-assign]
+    try:
+        written = records([({"n": 1}, True, 1), ({"n": 2}, False, 2)])
+        log.write(written)
+        deadline = time.monotonic() + 10
+        while log.loads == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)  # the loader thread's own retry: nothing here flushes
+        assert failures
+        assert log.loads == 1
+        assert log._loader.is_alive()
+        cursor = log._cursor()
+        assert cursor.execute("SELECT count(*) FROM events").fetchone() == (2,)
+        assert cursor.execute("SELECT count(*) FROM decisions").fetchone() == (1,)
+        assert_loaded(log, written)
+    finally:
+        log.close()
+
+
+def test_a_closed_log_refuses_writes_instead_of_acknowledging_them(tmp_path: Path) -> None:
+    log = DuckDBSourceLog(tmp_path / "s.duckdb")
+    log.write(records([({}, False, 1)]))
+    log.close()
+    with pytest.raises(StorageError, match="closed"):
+        log.write(records([({}, False, 2)]))
+    with pytest.raises(StorageError, match="closed"):
+        log.submit(records([({}, False, 3)])).result(timeout=5)

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-# Seeded once from the OS: os.urandom per decision releases the GIL on the hot path, and the
-# source writer thread can then keep it for a whole switch interval (milliseconds).
+# Seeded once from the OS: os.urandom per decision releases the GIL on the hot path, and another
+# busy thread (the loader, the case store) can then keep it for a whole switch interval (ms).
 _ids = random.Random(os.urandom(16))
 
 

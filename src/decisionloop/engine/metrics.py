@@ -193,7 +193,7 @@ class ServiceMetrics:
         )
         self.group_commits = Gauge(
             "decisionloop_source_group_commits",
-            "Group commits done by the source writer",
+            "Group commits (journal fsyncs) done by the source layer",
             registry=self.registry,
         )
 

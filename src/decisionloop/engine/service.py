@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -273,25 +274,22 @@ class DecisionService:
             item.decide = decide
             prepared.append(item)
         records = [p.record for p in prepared if p.record is not None]
-        try:
-            if records:
-                persist_started = time.perf_counter()
-                await self._group_commit.commit(records)
-                # Kept out of the decision body so that a repeat returns it byte for byte.
-                self.metrics.latency.observe("persist", time.perf_counter() - persist_started)
-                self._count_stored(records)
-        except BaseException as exc:
-            for event_id in owned:
-                self._known.discard(event_id)
-                future = self._inflight.pop(event_id)
-                if not future.done():
-                    future.set_exception(exc)
-                    future.exception()  # mark retrieved: the waiter (if any) gets it too
-            raise
-        for p in prepared:
-            if p.record is not None and p.answer is not None:
-                future = self._inflight.pop(p.event.event_id)
-                future.set_result(p.answer)
+        if records:
+            persist_started = time.perf_counter()
+            committed = self._group_commit.commit(records)
+            try:
+                # Shielded: a cancelled request's records are written all the same, so what
+                # repeats see is settled by the commit's outcome, not by the cancellation.
+                await asyncio.shield(committed)
+            except BaseException:
+                if committed.done():
+                    self._settle(prepared, records, committed)
+                else:
+                    committed.add_done_callback(partial(self._settle, prepared, records))
+                raise
+            # Kept out of the decision body so that a repeat returns it byte for byte.
+            self.metrics.latency.observe("persist", time.perf_counter() - persist_started)
+            self._settle(prepared, records, committed)
         if any(p.labels for p in prepared):
             await self._attach_labels(prepared)
         if self.alerts is not None:  # after durability, like labels; never fails the request
@@ -323,6 +321,30 @@ class DecisionService:
                 ],
             )
         return original
+
+    def _settle(
+        self,
+        prepared: Sequence[Prepared],
+        records: Sequence[Record],
+        committed: asyncio.Future[None],
+    ) -> None:
+        """Once the commit is done: stored events answer their repeats with the original answer;
+        if it failed, they are forgotten (a retry is a new attempt) and their repeats get the
+        error."""
+        error = committed.exception()
+        if error is None:
+            self._count_stored(records)
+        for p in prepared:
+            if p.record is None or p.answer is None:  # a repeat: the original owns the entry
+                continue
+            event_id = p.event.event_id
+            future = self._inflight.pop(event_id)
+            if error is None:
+                future.set_result(p.answer)
+            else:
+                self._known.discard(event_id)
+                future.set_exception(error)
+                future.exception()  # mark retrieved: the waiter (if any) gets it too
 
     def _count_stored(self, records: Sequence[Record]) -> None:
         inc = self.metrics.events.inc

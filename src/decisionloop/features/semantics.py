@@ -134,9 +134,10 @@ stay exact for them.
 (it does, by replaying).
 
 **Ingestion order online.** The online engine must observe events in ingestion order — the order
-of ``seq``. The service does (it observes an event and queues it for the source writer in one step
-on the event loop); a replay must feed events in ``seq`` order to reproduce the decisions, but may
-rebuild *state* in event-time order (the state does not depend on the order of arrival).
+of ``seq``. The service does (it observes an event and queues it for the loop's group commit in
+one step on the event loop); a replay must feed events in ``seq`` order to reproduce the
+decisions, but may rebuild *state* in event-time order (the state does not depend on the order
+of arrival).
 """
 
 from __future__ import annotations

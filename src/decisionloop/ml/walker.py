@@ -34,7 +34,7 @@ The credits of the leaves taken are added so that the GIL is rarely given away: 
 returns each tree's leaf, the leaves' credit rows are joined as bytes and summed by ``np.dot``
 with a vector of ones. ``ndarray.take``, fancy indexing and large reductions release the GIL for
 their loops, and
-in a service where another thread is busy (the source writer, the case store, a monitoring run)
+in a service where another thread is busy (the source loader, the case store, a monitoring run)
 getting it back costs up to the interpreter's switch interval, 5 ms: beside one busy thread,
 every scoring with contributions stalled that way (8.7 ms on average for the top three, against
 0.10 ms alone). ``np.dot`` releases it only around a BLAS call of a few microseconds, which a

@@ -5,7 +5,7 @@ committing every request there would bound the service at a few hundred commits 
 journal is the classic remedy (a write-ahead log): records are appended to a segment file and
 fsync'd in groups, which costs a fraction of a millisecond; a loader moves them into DuckDB in
 large batches behind the scenes, and on start whatever the journal holds beyond DuckDB's mark is
-loaded again. One process, one writer: this is a local file, not a distributed log.
+loaded again. One process, one writer at a time: this is a local file, not a distributed log.
 
 Each line is ``<crc32 hex> <json>\\n``. A line torn by a crash fails its checksum and is dropped
 with everything after it: such records were never acknowledged, since their fsync never returned.
@@ -55,7 +55,8 @@ def read_segment(path: Path) -> Iterator[list[Any]]:
 
 
 class Journal:
-    """Segments ``journal-<n>.log`` in one folder; appended by one writer thread."""
+    """Segments ``journal-<n>.log`` in one folder; appended by one writer at a time (the source
+    layer's commit lock: the event loop's group commit or the importer's writer thread)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder

@@ -44,11 +44,13 @@ class LoopGroupCommit:
         waiting = self._waiting.pop(loop)
         try:
             self.source.write([record for records, _ in waiting for record in records])
-        except Exception as exc:  # every waiter gets the error; none is left hanging
+        except BaseException as exc:  # every waiter gets the error; none is left hanging
             for _, future in waiting:
                 if not future.done():
                     future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
             return
         for _, future in waiting:
-            if not future.done():  # a cancelled request's records are stored all the same
+            if not future.done():  # a cancelled waiter's records are written all the same
                 future.set_result(None)

@@ -46,7 +46,7 @@ class SourceLog(Protocol):
     def write(self, records: Sequence[Record]) -> None:
         """Store records and make them durable in the calling thread, in one commit (the event
         loop's group commit, :mod:`decisionloop.storage.loop_commit`); raises ``StorageError``
-        when they could not be stored."""
+        when they could not be stored or the log is closed."""
         ...
 
     def event_ids(self) -> Iterator[str]:
