@@ -276,20 +276,11 @@ class DecisionService:
         records = [p.record for p in prepared if p.record is not None]
         if records:
             persist_started = time.perf_counter()
-            committed = self._group_commit.commit(records)
-            try:
-                # Shielded: a cancelled request's records are written all the same, so what
-                # repeats see is settled by the commit's outcome, not by the cancellation.
-                await asyncio.shield(committed)
-            except BaseException:
-                if committed.done():
-                    self._settle(prepared, records, committed)
-                else:
-                    committed.add_done_callback(partial(self._settle, prepared, records))
-                raise
+            # The flush settles which events are stored (even for a request cancelled while it
+            # waits: its records are written all the same), so repeats see the truth.
+            await self._group_commit.commit(records, partial(self._settle, prepared, records))
             # Kept out of the decision body so that a repeat returns it byte for byte.
             self.metrics.latency.observe("persist", time.perf_counter() - persist_started)
-            self._settle(prepared, records, committed)
         if any(p.labels for p in prepared):
             await self._attach_labels(prepared)
         if self.alerts is not None:  # after durability, like labels; never fails the request
@@ -326,12 +317,11 @@ class DecisionService:
         self,
         prepared: Sequence[Prepared],
         records: Sequence[Record],
-        committed: asyncio.Future[None],
+        error: BaseException | None,
     ) -> None:
         """Once the commit is done: stored events answer their repeats with the original answer;
         if it failed, they are forgotten (a retry is a new attempt) and their repeats get the
         error."""
-        error = committed.exception()
         if error is None:
             self._count_stored(records)
         for p in prepared:

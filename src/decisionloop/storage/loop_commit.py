@@ -14,11 +14,15 @@ as Redis does with ``appendfsync always``, and the answers leave after it, in th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 
 from decisionloop.storage.ports import Record, SourceLog
 
-_Waiter = tuple[Sequence[Record], "asyncio.Future[None]"]
+log = logging.getLogger(__name__)
+# Called in the flush with the commit's outcome (None: durable), before any waiter resumes.
+Settle = Callable[[BaseException | None], None]
+_Waiter = tuple[Sequence[Record], "asyncio.Future[None]", Settle | None]
 
 
 class LoopGroupCommit:
@@ -29,28 +33,41 @@ class LoopGroupCommit:
         # Per loop: a service driven from two loops (a test's, a CLI's) never mixes their turns.
         self._waiting: dict[asyncio.AbstractEventLoop, list[_Waiter]] = {}
 
-    def commit(self, records: Sequence[Record]) -> asyncio.Future[None]:
-        """A future that resolves once ``records`` are durable (or fails with the error)."""
+    def commit(
+        self, records: Sequence[Record], settle: Settle | None = None
+    ) -> asyncio.Future[None]:
+        """A future that resolves once ``records`` are durable (or fails with the error).
+
+        The records are written even if the waiter is cancelled meanwhile; ``settle`` learns the
+        outcome in any case, so a caller can keep its own books (which events are stored)
+        without shielding the wait, which would cost every request one more loop turn."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         waiting = self._waiting.get(loop)
         if waiting is None:
             waiting = self._waiting[loop] = []
             loop.call_soon(self._flush, loop)
-        waiting.append((records, future))
+        waiting.append((records, future, settle))
         return future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         waiting = self._waiting.pop(loop)
+        error: BaseException | None = None
         try:
-            self.source.write([record for records, _ in waiting for record in records])
+            self.source.write([record for records, _, _ in waiting for record in records])
         except BaseException as exc:  # every waiter gets the error; none is left hanging
-            for _, future in waiting:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        for _, future in waiting:
-            if not future.done():  # a cancelled waiter's records are written all the same
+            error = exc
+        for _, future, settle in waiting:
+            if settle is not None:
+                try:
+                    settle(error)
+                except Exception:
+                    log.exception("settling a group commit's waiter failed")
+            if future.done():  # cancelled: its records are written all the same
+                continue
+            if error is None:
                 future.set_result(None)
+            else:
+                future.set_exception(error)
+        if error is not None and not isinstance(error, Exception):
+            raise error
