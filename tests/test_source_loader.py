@@ -112,11 +112,11 @@ def test_a_failed_load_is_retried_by_the_loader_and_loads_once(tmp_path: Path) -
     log = DuckDBSourceLog(tmp_path / "s.duckdb", load_interval=0.05)
     original, failures = log._insert, []
 
-    def fail_once(batch: Any, last_seq: int) -> None:
+    def fail_once(batch: Any) -> None:
         if not failures:
-            failures.append(last_seq)
+            failures.append(batch.last_seq)
             raise RuntimeError("disk hiccup")
-        original(batch, last_seq)
+        original(batch)
 
     log._insert = fail_once  # type: ignore[method-assign]
     try:

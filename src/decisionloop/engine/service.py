@@ -249,7 +249,6 @@ class DecisionService:
         validate_us = (time.perf_counter() - started) * 1e6 / max(len(events), 1)
         loop = asyncio.get_running_loop()
         prepared: list[Prepared] = []
-        owned: list[str] = []
         strategies = self.engine.strategies
         failed: Exception | None = None
         for event in events:
@@ -270,7 +269,6 @@ class DecisionService:
             if item.record is not None:
                 self._known.add(event.event_id)
                 self._inflight[event.event_id] = loop.create_future()
-                owned.append(event.event_id)
             item.decide = decide
             prepared.append(item)
         records = [p.record for p in prepared if p.record is not None]

@@ -79,21 +79,25 @@ class Lines:
     the JSON itself, outside the GIL; converting rows to Arrow in Python instead held the GIL
     for 5 ms per load at 500 events/s (22 ms at worst), stalling the event loop."""
 
-    __slots__ = ("data", "decided", "offsets")
+    __slots__ = ("data", "decided", "last_seq", "offsets")
 
     def __init__(self) -> None:
         self.data = bytearray()
         self.offsets = array("q", (0,))
-        self.decided: list[tuple[str, str]] = []  # (decision_id, event_id): read from memory
+        self.last_seq = -1  # the journal mark once these lines are loaded
+        # (decision_id, event_id) of the decided rows: read from memory until loaded.
+        self.decided: list[tuple[str, str]] = []
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
 
-    def add(self, lines: list[bytes], rows: list[Row]) -> None:
+    def add(self, rows: list[Row], lines: list[bytes]) -> None:
+        """``rows`` in sequence order and their encoded ``lines``."""
         for line in lines:
             self.data += line
             self.offsets.append(len(self.data))
         self.decided += [(row[6], row[1]) for row in rows if row[6] is not None]
+        self.last_seq = rows[-1][0]
 
     def table(self) -> pa.Table:
         buffers = [None, pa.py_buffer(self.offsets), pa.py_buffer(self.data)]
@@ -134,8 +138,7 @@ class DuckDBSourceLog:
         # Journaled, not yet loaded: kept so that reads see them (guarded by _lock).
         self._lock = threading.Lock()
         self._pending = Lines()
-        self._pending_seq = -1  # the last sequence number in _pending
-        self._taken: list[tuple[Lines, int]] = []  # taken by a load that has not succeeded yet
+        self._taken: list[Lines] = []  # taken by a load that has not succeeded yet
         self._pending_decisions: dict[str, str] = {}
         self._pending_by_event: dict[str, str] = {}
         self._load_lock = threading.Lock()  # one load at a time: the loader's or a flush
@@ -168,12 +171,12 @@ class DuckDBSourceLog:
         for row in self._journal.recover():
             last = max(last, int(row[0]))
             if int(row[0]) > self._loaded_seq:
-                batch.add([encode(row)], [])
+                batch.add([row], [encode(row)])
             if len(batch) >= 50_000:
-                self._insert(batch, last)
+                self._insert(batch)
                 batch = Lines()
         if len(batch):
-            self._insert(batch, last)
+            self._insert(batch)
         self._journal.release(self._loaded_seq)
         return last + 1
 
@@ -245,8 +248,7 @@ class DuckDBSourceLog:
             self._journal.abandon_segment()
             raise StorageError(f"could not store {len(rows)} event(s): {exc}") from exc
         with self._lock:
-            self._pending.add(lines, rows)
-            self._pending_seq = rows[-1][0]
+            self._pending.add(rows, lines)
             for row in rows:
                 if row[6] is not None:
                     self._pending_decisions[row[6]] = row[8]
@@ -285,11 +287,11 @@ class DuckDBSourceLog:
         with self._load_lock:
             with self._lock:
                 if len(self._pending):
-                    self._taken.append((self._pending, self._pending_seq))
+                    self._taken.append(self._pending)
                     self._pending = Lines()
             while self._taken:  # oldest first; a failed load is retried by the next flush
-                batch, last_seq = self._taken[0]
-                self._insert(batch, last_seq)
+                batch = self._taken[0]
+                self._insert(batch)
                 self._taken.pop(0)
                 with self._lock:
                     for decision_id, event_id in batch.decided:
@@ -298,7 +300,7 @@ class DuckDBSourceLog:
                 self.loads += 1
                 self._journal.release(self._loaded_seq)
 
-    def _insert(self, batch: Lines, last_seq: int) -> None:
+    def _insert(self, batch: Lines) -> None:
         conn = self._conn
         conn.execute("BEGIN TRANSACTION")
         try:
@@ -306,14 +308,14 @@ class DuckDBSourceLog:
             conn.execute(_INSERT_EVENTS)
             conn.execute(_INSERT_DECISIONS)
             conn.execute("DELETE FROM journal_mark")
-            conn.execute("INSERT INTO journal_mark VALUES (?)", [last_seq])
+            conn.execute("INSERT INTO journal_mark VALUES (?)", [batch.last_seq])
             conn.execute("COMMIT")
         except Exception:
             conn.execute("ROLLBACK")
             raise
         finally:
             conn.unregister("new_lines")
-        self._loaded_seq = last_seq
+        self._loaded_seq = batch.last_seq
 
     # -- reading ------------------------------------------------------------------------------
     def _cursor(self) -> duckdb.DuckDBPyConnection:
